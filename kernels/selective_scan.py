@@ -1,0 +1,281 @@
+"""``selective_scan``: mamba_ssm's ``selective_scan_fn`` semantics behind one function and three backends.
+
+* ``'triton'``: fused Triton forward and backward (``kernels.triton_backend``), the default for CUDA tensors.
+* ``'torch'``: a vectorised PyTorch implementation (``kernels.torch_backend``), the default elsewhere.
+* ``'oracle'``: a float64 loop over time steps differentiated by autograd (``kernels.reference``); tests only.
+
+The Triton and PyTorch paths are one ``torch.library`` custom op (``linzoo::selective_scan``) with a
+registered fake and autograd formula, so ``torch.compile`` traces models through it without graph breaks.
+"""
+import logging
+from typing import Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from . import torch_backend
+from .reference import selective_scan_oracle
+
+__all__ = ['selective_scan', 'available_backends']
+
+_logger = logging.getLogger(__name__)
+_BACKENDS = ('triton', 'torch', 'oracle')
+_triton_backend = None
+_triton_import_error: Optional[str] = None
+_announced = set()
+
+
+def _load_triton():
+    global _triton_backend, _triton_import_error
+    if _triton_backend is None and _triton_import_error is None:
+        try:
+            from . import triton_backend
+            _triton_backend = triton_backend
+        except ImportError as e:  # reported once by _pick_backend, never silently swallowed
+            _triton_import_error = f'{type(e).__name__}: {e}'
+    return _triton_backend
+
+
+def available_backends() -> Tuple[str, ...]:
+    """Backends that can run in this environment ('triton' needs an importable Triton)."""
+    return tuple(b for b in _BACKENDS if b != 'triton' or _load_triton() is not None)
+
+
+def _announce(key: str, message: str, warn: bool = False) -> None:
+    if key not in _announced:
+        _announced.add(key)
+        (_logger.warning if warn else _logger.info)(message)
+
+
+def _pick_backend(u: Tensor, backend: Optional[str]) -> str:
+    if backend is not None:
+        if backend not in _BACKENDS:
+            raise ValueError(f"selective_scan: backend must be one of {_BACKENDS} or None, got {backend!r}")
+        if backend == 'triton':
+            if _load_triton() is None:
+                raise RuntimeError(f'selective_scan: backend="triton" requested but Triton failed to import '
+                                   f'({_triton_import_error}); install triton or pass backend="torch"')
+            if not u.is_cuda and not _triton_backend.INTERPRET:
+                raise ValueError('selective_scan: backend="triton" needs CUDA tensors (or TRITON_INTERPRET=1 '
+                                 f'set before import, for testing); got tensors on {u.device}')
+        return backend
+    if u.is_cuda:
+        if _load_triton() is not None:
+            _announce('triton', 'selective_scan: using the Triton backend for CUDA tensors')
+            return 'triton'
+        _announce('torch-cuda', f'selective_scan: Triton is unavailable ({_triton_import_error}); CUDA tensors '
+                                f'use the slower PyTorch backend', warn=True)
+        return 'torch'
+    _announce('torch', f'selective_scan: using the vectorised PyTorch backend for {u.device.type} tensors')
+    return 'torch'
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The custom op. B and C arrive as (batch, G, N, L); optional tensors may be None.
+
+@torch.library.custom_op('linzoo::selective_scan_fwd', mutates_args=())
+def _fwd_op(
+        u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Optional[Tensor], D: Optional[Tensor],
+        z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool, return_hidden_states: bool,
+        out_float32: bool, backend: str,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    out_dtype = torch.float32 if out_float32 else u.dtype
+    if backend == 'triton':
+        return _triton_backend.selective_scan_fwd(
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_hidden_states, out_dtype)
+    out, last = torch_backend.selective_scan_fwd(
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_hidden_states, out_dtype)
+    return out, last, u.new_empty(0, dtype=torch.float32)
+
+
+@_fwd_op.register_fake
+def _fwd_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_hidden_states, out_float32, backend):
+    batch, dim, length = u.shape
+    dstate = A.shape[1]
+    out_dtype = torch.float32 if out_float32 else u.dtype
+    shape = (batch, dim, dstate, length) if return_hidden_states else (batch, dim, length)
+    out = u.new_empty(shape, dtype=out_dtype)
+    last = u.new_empty(batch, dim, dstate, dtype=torch.float32)
+    states = u.new_empty(0, dtype=torch.float32)
+    if backend == 'triton':
+        _, block_l, _ = _triton_backend.launch_config(dstate, length, dim // B.shape[1])
+        n_chunks = -(-length // block_l)
+        if n_chunks > 1:
+            n_pad = 1 << max(0, (dstate - 1).bit_length())
+            states = u.new_empty(batch, dim, n_chunks, n_pad, dtype=torch.float32)
+    return out, last, states
+
+
+@torch.library.custom_op('linzoo::selective_scan_bwd', mutates_args=())
+def _bwd_op(
+        dout: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Optional[Tensor], D: Optional[Tensor],
+        z: Optional[Tensor], delta_bias: Optional[Tensor], states: Tensor, delta_softplus: bool,
+        return_hidden_states: bool, backend: str,
+) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    if backend == 'triton':
+        grads = _triton_backend.selective_scan_bwd(
+            dout, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus, return_hidden_states)
+    else:
+        grads = torch_backend.selective_scan_bwd(
+            dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_hidden_states)
+    # A custom op cannot return None: absent gradients travel as empty tensors.
+    return tuple(g if g is not None else u.new_empty(0) for g in grads)
+
+
+@_bwd_op.register_fake
+def _bwd_fake(dout, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus, return_hidden_states, backend):
+    def like(x, dtype=None):
+        return torch.empty_like(x, dtype=dtype) if x is not None else u.new_empty(0)
+    return like(u), like(delta), like(A), like(B), like(C), like(D), like(z), like(delta_bias)
+
+
+def _setup_context(ctx, inputs, output):
+    u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_hidden_states, _, backend = inputs
+    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, output[2])
+    ctx.delta_softplus = delta_softplus
+    ctx.return_hidden_states = return_hidden_states
+    ctx.backend = backend
+
+
+def _backward(ctx, dout, dlast, dstates):
+    # Like mamba_ssm, the last state is returned without a gradient path.
+    u, delta, A, B, C, D, z, delta_bias, states = ctx.saved_tensors
+    grads = _bwd_op(dout.contiguous(), u, delta, A, B, C, D, z, delta_bias, states, ctx.delta_softplus,
+                    ctx.return_hidden_states, ctx.backend)
+    present = (u, delta, A, B, C, D, z, delta_bias)
+    grads = tuple(g if x is not None else None for g, x in zip(grads, present))
+    return grads + (None, None, None, None)
+
+
+_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The public function.
+
+def _check_float(name: str, x: Tensor) -> None:
+    if not isinstance(x, Tensor):
+        raise ValueError(f'selective_scan: {name} must be a torch.Tensor, got {type(x).__name__}')
+    if not x.is_floating_point() or x.is_complex():
+        raise ValueError(f'selective_scan: {name} must be a real floating-point tensor, got dtype {x.dtype}')
+
+
+def _check_shape(name: str, x: Tensor, shape: Tuple[int, ...], meaning: str) -> None:
+    if tuple(x.shape) != shape:
+        raise ValueError(f'selective_scan: {name} must have shape {meaning} = {shape}, got {tuple(x.shape)}')
+
+
+def _last_dim_contiguous(x: Optional[Tensor]) -> Optional[Tensor]:
+    return x.contiguous() if x is not None and x.stride(-1) != 1 else x
+
+
+def _as_grouped(name: str, x: Tensor, batch: int, dim: int, length: int) -> Tensor:
+    """(batch, N, L) or (batch, G, N, L) -> (batch, G, N, L), with G dividing D."""
+    _check_float(name, x)
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    if x.dim() != 4:
+        raise ValueError(f'selective_scan: {name} must be (batch, N, L) or (batch, G, N, L), got shape '
+                         f'{tuple(x.shape)}; constant (D, N) B/C are not supported')
+    if x.shape[0] != batch or x.shape[3] != length:
+        raise ValueError(f'selective_scan: {name} must be (batch={batch}, G, N, L={length}), got {tuple(x.shape)}')
+    if dim % x.shape[1] != 0:
+        raise ValueError(f'selective_scan: the channel count D={dim} must be divisible by the number of '
+                         f'{name} groups G={x.shape[1]}')
+    return x
+
+
+def selective_scan(
+        u: Tensor,
+        delta: Tensor,
+        A: Tensor,
+        B: Tensor,
+        C: Optional[Tensor] = None,
+        D: Optional[Tensor] = None,
+        z: Optional[Tensor] = None,
+        delta_bias: Optional[Tensor] = None,
+        delta_softplus: bool = False,
+        return_last_state: bool = False,
+        out_dtype: Optional[torch.dtype] = None,
+        return_hidden_states: bool = False,
+        backend: Optional[str] = None,
+) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+    """Selective scan (S6) with the semantics of ``mamba_ssm.selective_scan_fn``.
+
+    ``h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t``, ``out_t = <C_t, h_t> + D u_t`` (times ``silu(z_t)`` if z),
+    with ``dt = softplus(delta + delta_bias)`` when ``delta_softplus``. All accumulation is float32.
+
+    Args:
+        u: Input (batch, D, L).
+        delta: Raw step sizes (batch, D, L); may have a different float dtype than u.
+        A: State matrix (D, N), usually ``-exp(A_log)``.
+        B: Input projection (batch, N, L) or grouped (batch, G, N, L); channel d uses group d // (D / G).
+        C: Output projection, same layout as B. Must be None with ``return_hidden_states``.
+        D: Skip weight (D,).
+        z: Gate (batch, D, L); the output is multiplied by ``silu(z)``.
+        delta_bias: Added to delta before the softplus (D,).
+        delta_softplus: Apply softplus (threshold 20) to ``delta + delta_bias``.
+        return_last_state: Also return the final state (batch, D, N) in float32 (no gradient flows through it).
+        out_dtype: None for u's dtype, or torch.float32 for float32 output from half inputs (VMamba's fix
+            for fp16 overflow).
+        return_hidden_states: Return all states h (batch, D, N, L) instead of the output (Spatial-Mamba);
+            C, D and z must then be None.
+        backend: 'triton', 'torch', 'oracle' or None to choose from the device.
+
+    Returns:
+        out (batch, D, L), or h (batch, D, N, L); and the last state when ``return_last_state``.
+    """
+    _check_float('u', u)
+    if u.dim() != 3:
+        raise ValueError(f'selective_scan: u must be (batch, D, L), got shape {tuple(u.shape)}')
+    batch, dim, length = u.shape
+    if length == 0 or batch == 0 or dim == 0:
+        raise ValueError(f'selective_scan: u must be non-empty (batch, D, L), got shape {tuple(u.shape)}')
+    _check_float('delta', delta)
+    _check_shape('delta', delta, (batch, dim, length), '(batch, D, L)')
+    _check_float('A', A)
+    if A.dim() != 2 or A.shape[0] != dim:
+        raise ValueError(f'selective_scan: A must be (D={dim}, N), got shape {tuple(A.shape)}')
+    dstate = A.shape[1]
+    B = _as_grouped('B', B, batch, dim, length)
+    if B.shape[2] != dstate:
+        raise ValueError(f'selective_scan: B has N={B.shape[2]} states but A has N={dstate}')
+    if return_hidden_states:
+        for name, x in (('C', C), ('D', D), ('z', z)):
+            if x is not None:
+                raise ValueError(f'selective_scan: {name} must be None with return_hidden_states=True '
+                                 '(the caller applies C, D and the gate to the returned states)')
+    else:
+        if C is None:
+            raise ValueError('selective_scan: C is required unless return_hidden_states=True')
+        C = _as_grouped('C', C, batch, dim, length)
+        if C.shape[2] != dstate:
+            raise ValueError(f'selective_scan: C has N={C.shape[2]} states but A has N={dstate}')
+    for name, x in (('D', D), ('delta_bias', delta_bias)):
+        if x is not None:
+            _check_float(name, x)
+            _check_shape(name, x, (dim,), '(D,)')
+    if z is not None:
+        _check_float('z', z)
+        _check_shape('z', z, (batch, dim, length), '(batch, D, L)')
+    for name, x in (('delta', delta), ('A', A), ('B', B), ('C', C), ('D', D), ('z', z),
+                    ('delta_bias', delta_bias)):
+        if x is not None and x.device != u.device:
+            raise ValueError(f'selective_scan: {name} is on {x.device} but u is on {u.device}; '
+                             'move all inputs to one device')
+    if out_dtype not in (None, u.dtype, torch.float32):
+        raise ValueError(f'selective_scan: out_dtype must be None, u.dtype ({u.dtype}) or torch.float32, '
+                         f'got {out_dtype}')
+    backend = _pick_backend(u, backend)
+
+    if backend == 'oracle':
+        out = selective_scan_oracle(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                    return_last_state=True, return_hidden_states=return_hidden_states)
+        out, last = out[0].to(out_dtype or u.dtype), out[1].float().detach()
+    else:
+        u, delta, B, C, z = (_last_dim_contiguous(x) for x in (u, delta, B, C, z))
+        out, last, _ = _fwd_op(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_hidden_states,
+                               out_dtype == torch.float32 and u.dtype != torch.float32, backend)
+    if return_last_state:
+        return out, last
+    return out

@@ -1,0 +1,366 @@
+"""Triton selective scan, forward and backward, written for vision shapes.
+
+One program owns BLOCK_D channels of one (batch, group) and walks the sequence in chunks of BLOCK_L tokens,
+scanning each chunk with ``tl.associative_scan`` over (decay, input) pairs in float32 and carrying the state
+between chunks. Compared with mamba_ssm's CUDA kernel (one block per channel, a loop over states) this
+loads each B/C row once for BLOCK_D channels and reduces dB/dC over those channels before one atomic add.
+
+The forward saves the state at every chunk start (batch, D, n_chunks, N_PAD) so the backward can walk the
+chunks in reverse, recompute each chunk's states from its start state, and run the adjoint scan
+``g_t = v_t + a_{t+1} g_{t+1}`` with a carry. dA, dD and the delta-bias gradient are written as per-batch
+partials and summed by torch (deterministic); dB and dC use float32 atomics.
+
+Padded positions (tail of the last chunk, channels past the group) are forced to the identity element
+(a=1, b=0) *after* bias and softplus (the failure mode of mamba_ssm issue #368).
+"""
+import os
+from typing import Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ['launch_config', 'selective_scan_fwd', 'selective_scan_bwd']
+
+_LOG2E = 1.4426950408889634
+INTERPRET = os.environ.get('TRITON_INTERPRET', '0') == '1'
+
+
+@triton.jit
+def _combine(a_l, b_l, a_r, b_r):
+    # Earlier element (l) then later (r): h -> a_r * (a_l * h + b_l) + b_r.
+    return a_l * a_r, a_r * b_l + b_r
+
+
+@triton.jit
+def _softplus(x):
+    # Same threshold as F.softplus and mamba_ssm; plain log/exp so the interpreter can run it.
+    return tl.where(x <= 20.0, tl.log(1.0 + tl.exp(x)), x)
+
+
+@triton.jit
+def _load_dt(delta_ptr, offs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """Raw delta (+ bias) and the step size dt, with dt = 0 (identity step) wherever mask is off."""
+    raw = tl.load(delta_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        raw = raw + bias[:, None]
+    dt = raw
+    if SOFTPLUS:
+        dt = _softplus(raw)
+    return raw, tl.where(mask, dt, 0.0)
+
+
+@triton.jit
+def _selective_scan_fwd_kernel(
+        u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
+        out_ptr, last_ptr, states_ptr,
+        L, dim, dim_per_group, blocks_per_group,
+        s_u_b, s_u_d, s_dt_b, s_dt_d, s_B_b, s_B_g, s_B_n, s_C_b, s_C_g, s_C_n, s_z_b, s_z_d,
+        s_o_b, s_o_d, s_o_n,
+        N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+        HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+        STATES_OUT: tl.constexpr, SAVE_STATES: tl.constexpr, RETURN_LAST: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    g = pid // blocks_per_group
+    d_in_group = (pid % blocks_per_group) * BLOCK_D + tl.arange(0, BLOCK_D)
+    d_mask = d_in_group < dim_per_group
+    d = (g * dim_per_group + d_in_group).to(tl.int64)
+    n = tl.arange(0, N_PAD)
+    n_mask = n < N
+    j = tl.arange(0, BLOCK_L)
+    dn_mask = d_mask[:, None] & n_mask[None, :]
+
+    A2 = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=dn_mask, other=0.0).to(tl.float32) * 1.4426950408889634
+    bias = tl.zeros([BLOCK_D], tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + d, mask=d_mask, other=0.0).to(tl.float32)
+    Dv = tl.zeros([BLOCK_D], tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + d, mask=d_mask, other=0.0).to(tl.float32)
+
+    u_base = u_ptr + b * s_u_b + d[:, None] * s_u_d
+    dt_base = delta_ptr + b * s_dt_b + d[:, None] * s_dt_d
+    B_base = B_ptr + b * s_B_b + g * s_B_g + n[:, None] * s_B_n
+    C_base = C_ptr + b * s_C_b + g * s_C_g + n[:, None] * s_C_n
+    z_base = z_ptr + b * s_z_b + d[:, None] * s_z_d
+    o_base = out_ptr + b * s_o_b + d[:, None] * s_o_d
+    n_chunks = tl.cdiv(L, BLOCK_L)
+    st_base = states_ptr + ((b * dim + d[:, None]) * n_chunks) * N_PAD + n[None, :]
+
+    h = tl.zeros([BLOCK_D, N_PAD], tl.float32)
+    for c in range(0, n_chunks):
+        t = c * BLOCK_L + j
+        t_mask = t < L
+        m2 = d_mask[:, None] & t_mask[None, :]
+        if SAVE_STATES:
+            tl.store(st_base + c * N_PAD, h, mask=d_mask[:, None])
+        uu = tl.load(u_base + t[None, :], mask=m2, other=0.0).to(tl.float32)
+        _, dt = _load_dt(dt_base, t[None, :], m2, bias, HAS_BIAS, SOFTPLUS)
+        Bt = tl.load(B_base + t[None, :], mask=n_mask[:, None] & t_mask[None, :], other=0.0).to(tl.float32)
+        a = tl.exp2(dt[:, None, :] * A2[:, :, None])
+        bx = (dt * uu)[:, None, :] * Bt[None, :, :]
+        pa, pb = tl.associative_scan((a, bx), axis=2, combine_fn=_combine)
+        hh = pb + pa * h[:, :, None]
+        if STATES_OUT:
+            o_ptrs = o_base[:, :, None] + n[None, :, None] * s_o_n + t[None, None, :]
+            tl.store(o_ptrs, hh.to(out_ptr.dtype.element_ty), mask=dn_mask[:, :, None] & t_mask[None, None, :])
+        else:
+            Ct = tl.load(C_base + t[None, :], mask=n_mask[:, None] & t_mask[None, :], other=0.0).to(tl.float32)
+            y = tl.sum(hh * Ct[None, :, :], axis=1)
+            if HAS_D:
+                y += Dv[:, None] * uu
+            if HAS_Z:
+                zz = tl.load(z_base + t[None, :], mask=m2, other=0.0).to(tl.float32)
+                y = y * zz * tl.sigmoid(zz)
+            tl.store(o_base + t[None, :], y.to(out_ptr.dtype.element_ty), mask=m2)
+        # Padded tail tokens are identity steps, so the last column is the state after token L-1.
+        h = tl.sum(tl.where(j[None, None, :] == BLOCK_L - 1, hh, 0.0), axis=2)
+    if RETURN_LAST:
+        tl.store(last_ptr + (b * dim + d[:, None]) * N + n[None, :], h, mask=dn_mask)
+
+
+@triton.jit
+def _selective_scan_bwd_kernel(
+        u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, states_ptr,
+        du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
+        L, dim, dim_per_group, blocks_per_group, groups,
+        s_u_b, s_u_d, s_dt_b, s_dt_d, s_B_b, s_B_g, s_B_n, s_C_b, s_C_g, s_C_n, s_z_b, s_z_d,
+        s_do_b, s_do_d, s_do_n,
+        N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+        HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+        STATES_OUT: tl.constexpr, HAS_STATES: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    g = pid // blocks_per_group
+    d_in_group = (pid % blocks_per_group) * BLOCK_D + tl.arange(0, BLOCK_D)
+    d_mask = d_in_group < dim_per_group
+    d = (g * dim_per_group + d_in_group).to(tl.int64)
+    n = tl.arange(0, N_PAD)
+    n_mask = n < N
+    j = tl.arange(0, BLOCK_L)
+    dn_mask = d_mask[:, None] & n_mask[None, :]
+
+    A = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=dn_mask, other=0.0).to(tl.float32)
+    A2 = A * 1.4426950408889634
+    bias = tl.zeros([BLOCK_D], tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + d, mask=d_mask, other=0.0).to(tl.float32)
+    Dv = tl.zeros([BLOCK_D], tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + d, mask=d_mask, other=0.0).to(tl.float32)
+
+    u_base = u_ptr + b * s_u_b + d[:, None] * s_u_d
+    dt_base = delta_ptr + b * s_dt_b + d[:, None] * s_dt_d
+    B_base = B_ptr + b * s_B_b + g * s_B_g + n[:, None] * s_B_n
+    C_base = C_ptr + b * s_C_b + g * s_C_g + n[:, None] * s_C_n
+    z_base = z_ptr + b * s_z_b + d[:, None] * s_z_d
+    do_base = dout_ptr + b * s_do_b + d[:, None] * s_do_d
+    # Gradient outputs are freshly allocated contiguous tensors.
+    du_base = du_ptr + (b * dim + d[:, None]) * L
+    ddt_base = ddelta_ptr + (b * dim + d[:, None]) * L
+    dz_base = dz_ptr + (b * dim + d[:, None]) * L
+    dB_base = dB_ptr + ((b * groups + g) * N + n[:, None]) * L
+    dC_base = dC_ptr + ((b * groups + g) * N + n[:, None]) * L
+    n_chunks = tl.cdiv(L, BLOCK_L)
+    st_base = states_ptr + ((b * dim + d[:, None]) * n_chunks) * N_PAD + n[None, :]
+
+    carry = tl.zeros([BLOCK_D, N_PAD], tl.float32)  # g at the first token of the later chunk
+    dA_acc = tl.zeros([BLOCK_D, N_PAD], tl.float32)
+    dD_acc = tl.zeros([BLOCK_D], tl.float32)
+    dbias_acc = tl.zeros([BLOCK_D], tl.float32)
+    for i in range(0, n_chunks):
+        c = n_chunks - 1 - i
+        t = c * BLOCK_L + j
+        t_mask = t < L
+        m2 = d_mask[:, None] & t_mask[None, :]
+        bn_mask = n_mask[:, None] & t_mask[None, :]
+        h0 = tl.zeros([BLOCK_D, N_PAD], tl.float32)
+        if HAS_STATES:
+            h0 = tl.load(st_base + c * N_PAD, mask=d_mask[:, None], other=0.0)
+        uu = tl.load(u_base + t[None, :], mask=m2, other=0.0).to(tl.float32)
+        raw, dt = _load_dt(dt_base, t[None, :], m2, bias, HAS_BIAS, SOFTPLUS)
+        Bt = tl.load(B_base + t[None, :], mask=bn_mask, other=0.0).to(tl.float32)
+        a = tl.exp2(dt[:, None, :] * A2[:, :, None])
+        bx = (dt * uu)[:, None, :] * Bt[None, :, :]
+        pa, pb = tl.associative_scan((a, bx), axis=2, combine_fn=_combine)
+        hh = pb + pa * h0[:, :, None]
+        # Decay of the next token (it may sit in the next chunk; identity past the end).
+        m2_next = d_mask[:, None] & (t + 1 < L)[None, :]
+        _, dt_next = _load_dt(dt_base, t[None, :] + 1, m2_next, bias, HAS_BIAS, SOFTPLUS)
+        a_next = tl.exp2(dt_next[:, None, :] * A2[:, :, None])
+
+        if STATES_OUT:
+            do_ptrs = do_base[:, :, None] + n[None, :, None] * s_do_n + t[None, None, :]
+            v = tl.load(do_ptrs, mask=dn_mask[:, :, None] & t_mask[None, None, :], other=0.0).to(tl.float32)
+        else:
+            dy = tl.load(do_base + t[None, :], mask=m2, other=0.0).to(tl.float32)
+            Ct = tl.load(C_base + t[None, :], mask=bn_mask, other=0.0).to(tl.float32)
+            if HAS_Z:
+                zz = tl.load(z_base + t[None, :], mask=m2, other=0.0).to(tl.float32)
+                sz = tl.sigmoid(zz)
+                y = tl.sum(hh * Ct[None, :, :], axis=1)
+                if HAS_D:
+                    y += Dv[:, None] * uu
+                tl.store(dz_base + t[None, :], (dy * y * sz * (1.0 + zz * (1.0 - sz))).to(dz_ptr.dtype.element_ty),
+                         mask=m2)
+                dy = dy * zz * sz
+            v = Ct[None, :, :] * dy[:, None, :]
+            tl.atomic_add(dC_base + t[None, :], tl.sum(hh * dy[:, None, :], axis=0), mask=bn_mask)
+            if HAS_D:
+                dD_acc += tl.sum(dy * uu, axis=1)
+
+        ra, rg = tl.associative_scan((a_next, v), axis=2, combine_fn=_combine, reverse=True)
+        gg = rg + ra * carry[:, :, None]
+        a_h_prev = hh - bx  # a_t * h_{t-1} without a second scan
+        gB = tl.sum(gg * Bt[None, :, :], axis=1)
+        du = gB * dt
+        if HAS_D and not STATES_OUT:
+            du += Dv[:, None] * dy
+        ddt = gB * uu + tl.sum(gg * a_h_prev * A[:, :, None], axis=1)
+        dA_acc += tl.sum(gg * a_h_prev * dt[:, None, :], axis=2)
+        tl.atomic_add(dB_base + t[None, :], tl.sum(gg * (dt * uu)[:, None, :], axis=0), mask=bn_mask)
+        if SOFTPLUS:
+            ddt = tl.where(raw <= 20.0, ddt * tl.sigmoid(raw), ddt)
+        ddt = tl.where(m2, ddt, 0.0)
+        dbias_acc += tl.sum(ddt, axis=1)
+        tl.store(du_base + t[None, :], du.to(du_ptr.dtype.element_ty), mask=m2)
+        tl.store(ddt_base + t[None, :], ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
+        carry = tl.sum(tl.where(j[None, None, :] == 0, gg, 0.0), axis=2)
+
+    tl.store(dA_ptr + (b * dim + d[:, None]) * N + n[None, :], dA_acc, mask=dn_mask)
+    tl.store(dD_ptr + b * dim + d, dD_acc, mask=d_mask)
+    tl.store(dbias_ptr + b * dim + d, dbias_acc, mask=d_mask)
+
+
+def _next_pow2(x: int) -> int:
+    return 1 << max(0, (x - 1).bit_length())
+
+
+def launch_config(dstate: int, length: int, dim_per_group: int) -> Tuple[int, int, int]:
+    """(BLOCK_D, BLOCK_L, num_warps) for a problem; forward and backward must agree on BLOCK_L."""
+    if INTERPRET:
+        # Tiny tiles keep the interpreter fast and make tests cross several chunks and masked tails.
+        return min(4, _next_pow2(dim_per_group)), min(16, _next_pow2(length)), 1
+    n_pad = _next_pow2(dstate)
+    if n_pad == 1:
+        block_d, block_l, warps = 16, 256, 4
+    else:
+        block_d, block_l, warps = 4, 64, 4
+    block_l = min(block_l, max(16, _next_pow2(length)))
+    block_d = min(block_d, _next_pow2(dim_per_group))
+    return block_d, block_l, warps
+
+
+def _or_dummy(dummy: torch.Tensor, *tensors: Optional[torch.Tensor]):
+    # Absent inputs are never dereferenced (their HAS_* flag is off) but still need a pointer argument.
+    return tuple(x if x is not None else dummy for x in tensors)
+
+
+def _strides(x: Optional[torch.Tensor], n: int):
+    return tuple(x.stride()[:n]) if x is not None else (0,) * n
+
+
+def selective_scan_fwd(
+        u: torch.Tensor,
+        delta: torch.Tensor,
+        A: torch.Tensor,
+        B: torch.Tensor,
+        C: Optional[torch.Tensor],
+        D: Optional[torch.Tensor],
+        z: Optional[torch.Tensor],
+        delta_bias: Optional[torch.Tensor],
+        delta_softplus: bool,
+        return_hidden_states: bool,
+        out_dtype: torch.dtype,
+        save_states: bool = True,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns (out, last_state float32 (batch, D, N), chunk-start states or an empty tensor)."""
+    batch, dim, length = u.shape
+    groups, dstate = B.shape[1], B.shape[2]
+    dim_per_group = dim // groups
+    block_d, block_l, warps = launch_config(dstate, length, dim_per_group)
+    n_pad = _next_pow2(dstate)
+    n_chunks = triton.cdiv(length, block_l)
+    blocks_per_group = triton.cdiv(dim_per_group, block_d)
+    if return_hidden_states:
+        out = torch.empty(batch, dim, dstate, length, device=u.device, dtype=out_dtype)
+        s_out = out.stride()[:3]
+    else:
+        out = torch.empty(batch, dim, length, device=u.device, dtype=out_dtype)
+        s_out = out.stride()[:2] + (0,)
+    last = torch.empty(batch, dim, dstate, device=u.device, dtype=torch.float32)
+    keep_states = save_states and n_chunks > 1
+    states = torch.empty(batch, dim, n_chunks, n_pad, device=u.device, dtype=torch.float32) if keep_states \
+        else u.new_empty(0, dtype=torch.float32)
+    A32 = A.float().contiguous()
+    grid = (groups * blocks_per_group, batch)
+    _selective_scan_fwd_kernel[grid](
+        u, delta, A32, B, *_or_dummy(u, C, D, z, delta_bias),
+        out, last, states,
+        length, dim, dim_per_group, blocks_per_group,
+        *_strides(u, 2), *_strides(delta, 2), *_strides(B, 3), *_strides(C, 3), *_strides(z, 2), *s_out,
+        N=dstate, N_PAD=n_pad, BLOCK_D=block_d, BLOCK_L=block_l,
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
+        STATES_OUT=return_hidden_states, SAVE_STATES=keep_states, RETURN_LAST=True,
+        num_warps=warps,
+    )
+    return out, last, states
+
+
+def selective_scan_bwd(
+        dout: torch.Tensor,
+        u: torch.Tensor,
+        delta: torch.Tensor,
+        A: torch.Tensor,
+        B: torch.Tensor,
+        C: Optional[torch.Tensor],
+        D: Optional[torch.Tensor],
+        z: Optional[torch.Tensor],
+        delta_bias: Optional[torch.Tensor],
+        states: torch.Tensor,
+        delta_softplus: bool,
+        return_hidden_states: bool,
+) -> Tuple[Optional[torch.Tensor], ...]:
+    """Gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias); None where the input is None."""
+    batch, dim, length = u.shape
+    groups, dstate = B.shape[1], B.shape[2]
+    dim_per_group = dim // groups
+    block_d, block_l, warps = launch_config(dstate, length, dim_per_group)
+    n_pad = _next_pow2(dstate)
+    blocks_per_group = triton.cdiv(dim_per_group, block_d)
+    has_states = triton.cdiv(length, block_l) > 1
+    if has_states and states.numel() == 0:
+        raise RuntimeError('selective_scan backward: the forward did not save chunk states')
+    f32 = dict(device=u.device, dtype=torch.float32)
+    du = torch.empty(batch, dim, length, device=u.device, dtype=u.dtype)
+    ddelta = torch.empty(batch, dim, length, device=u.device, dtype=delta.dtype)
+    dz = torch.empty(batch, dim, length, device=u.device, dtype=z.dtype) if z is not None else None
+    dA = torch.empty(batch, dim, dstate, **f32)
+    dB = torch.zeros(batch, groups, dstate, length, **f32)
+    dC = torch.zeros(batch, groups, dstate, length, **f32) if C is not None else None
+    dD = torch.empty(batch, dim, **f32)
+    dbias = torch.empty(batch, dim, **f32)
+    if return_hidden_states:
+        s_do = dout.stride()[:3]
+    else:
+        s_do = dout.stride()[:2] + (0,)
+    A32 = A.float().contiguous()
+    grid = (groups * blocks_per_group, batch)
+    _selective_scan_bwd_kernel[grid](
+        u, delta, A32, B, *_or_dummy(u, C, D, z, delta_bias), dout, states,
+        du, ddelta, *_or_dummy(du, dz), dA, dB, *_or_dummy(dB, dC), dD, dbias,
+        length, dim, dim_per_group, blocks_per_group, groups,
+        *_strides(u, 2), *_strides(delta, 2), *_strides(B, 3), *_strides(C, 3), *_strides(z, 2), *s_do,
+        N=dstate, N_PAD=n_pad, BLOCK_D=block_d, BLOCK_L=block_l,
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
+        STATES_OUT=return_hidden_states, HAS_STATES=has_states,
+        num_warps=warps,
+    )
+    return (
+        du, ddelta, dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype) if dC is not None else None,
+        dD.sum(0).to(D.dtype) if D is not None else None, dz,
+        dbias.sum(0).to(delta_bias.dtype) if delta_bias is not None else None,
+    )
