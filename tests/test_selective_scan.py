@@ -1,0 +1,209 @@
+"""The selective scan: every backend against the float64 oracle, in values and in every gradient."""
+import os
+
+import pytest
+import torch
+
+from kernels import available_backends, selective_scan, selective_scan_oracle
+
+CUDA = torch.cuda.is_available()
+INTERPRET = os.environ.get('TRITON_INTERPRET') == '1'
+# Triton runs on CUDA tensors, or on CPU tensors in the interpreter (never both in one process).
+TRITON_DEVICE = 'cuda' if CUDA else ('cpu' if INTERPRET else None)
+CPU_BACKENDS = ['torch'] + (['triton'] if TRITON_DEVICE == 'cpu' and 'triton' in available_backends() else [])
+GRAD_NAMES = ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias')
+
+
+def make_inputs(batch=2, dim=8, length=37, dstate=4, groups=2, has_z=True, has_bias=True, has_d=True,
+                hidden_states=False, grouped_layout=True, dtype=torch.float32, device='cpu', seed=0):
+    """Inputs drawn like mamba_ssm's tests: A = -0.5 rand, delta = 0.5 rand, bias = 0.5 rand."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(*shape, scale=1.0, normal=True):
+        x = torch.randn(*shape, generator=gen) if normal else torch.rand(*shape, generator=gen)
+        return (x * scale).to(device)
+
+    bc_shape = (batch, groups, dstate, length) if grouped_layout else (batch, dstate, length)
+    inputs = dict(
+        u=rand(batch, dim, length).to(dtype),
+        delta=rand(batch, dim, length, scale=0.5, normal=False).to(dtype),
+        A=-0.5 * rand(dstate and dim, dstate, normal=False) - 0.05,
+        B=rand(*bc_shape).to(dtype),
+        C=None if hidden_states else rand(*bc_shape).to(dtype),
+        D=rand(dim) if has_d and not hidden_states else None,
+        z=rand(batch, dim, length).to(dtype) if has_z and not hidden_states else None,
+        delta_bias=rand(dim, scale=0.5, normal=False) if has_bias else None,
+    )
+    return {k: (v.requires_grad_() if v is not None else None) for k, v in inputs.items()}
+
+
+def run_with_grads(inputs, seed=1, **kwargs):
+    out = selective_scan(**inputs, **kwargs)
+    main = out[0] if isinstance(out, tuple) else out
+    grad_out = torch.randn(main.shape, generator=torch.Generator().manual_seed(seed)).to(main.device, main.dtype)
+    names = [k for k in GRAD_NAMES if inputs[k] is not None]
+    grads = torch.autograd.grad(main, [inputs[k] for k in names], grad_out)
+    return out, dict(zip(names, grads))
+
+
+def assert_close(actual, expected, rtol, atol, what):
+    """Elementwise |a - e| <= atol * max|e| + rtol * |e|: the scale-free form of mamba_ssm's check."""
+    actual, expected = actual.double().cpu(), expected.double().cpu()
+    scale = expected.abs().max().clamp_min(1e-12)
+    err = (actual - expected).abs() - rtol * expected.abs()
+    assert err.max() <= atol * scale, f'{what}: max error {(actual - expected).abs().max():.3e} (scale {scale:.3e})'
+
+
+def check_against_oracle(inputs, rtol, atol, **kwargs):
+    out, grads = run_with_grads(inputs, **kwargs)
+    ref, ref_grads = run_with_grads(inputs, **dict(kwargs, backend='oracle'))
+    if isinstance(out, tuple):
+        assert_close(out[1], ref[1], rtol, atol, 'last_state')
+        out, ref = out[0], ref[0]
+    assert out.dtype == ref.dtype and out.shape == ref.shape
+    assert_close(out, ref, rtol, atol, 'out')
+    for name in ref_grads:
+        assert grads[name].shape == inputs[name].shape and grads[name].dtype == inputs[name].dtype, name
+        assert_close(grads[name], ref_grads[name], rtol, atol, f'd{name}')
+
+
+CASES = {
+    # name: (make_inputs kwargs, selective_scan kwargs)
+    'vmamba_k4_n1': (dict(dim=8, groups=4, dstate=1, length=45, has_z=False), dict(delta_softplus=True)),
+    'vim_gated_n4': (dict(dim=6, groups=1, dstate=4, length=33), dict(delta_softplus=True)),
+    'odd_n3_groups2': (dict(dim=6, groups=2, dstate=3, length=70), dict(delta_softplus=True)),
+    'no_softplus_no_bias': (dict(dim=4, groups=1, dstate=2, length=29, has_bias=False), dict()),
+    'no_d_no_z': (dict(dim=4, groups=2, dstate=2, length=16, has_d=False, has_z=False), dict(delta_softplus=True)),
+    'bc_3d_layout': (dict(dim=5, groups=1, dstate=2, length=17, grouped_layout=False), dict(delta_softplus=True)),
+    'length_1': (dict(dim=4, groups=1, dstate=2, length=1), dict(delta_softplus=True)),
+    'last_state': (dict(dim=4, groups=2, dstate=2, length=40), dict(delta_softplus=True, return_last_state=True)),
+    'hidden_states': (dict(dim=4, groups=2, dstate=2, length=35, hidden_states=True),
+                      dict(delta_softplus=True, return_hidden_states=True)),
+    'hidden_states_n1': (dict(dim=6, groups=1, dstate=1, length=20, hidden_states=True),
+                         dict(delta_softplus=True, return_hidden_states=True)),
+    'groups_dim_not_pow2': (dict(dim=12, groups=2, dstate=1, length=50), dict(delta_softplus=True)),
+}
+
+
+@pytest.mark.parametrize('backend', CPU_BACKENDS)
+@pytest.mark.parametrize('case', list(CASES))
+def test_cpu_backend_matches_oracle(backend, case):
+    make_kwargs, kwargs = CASES[case]
+    check_against_oracle(make_inputs(**make_kwargs), rtol=6e-4, atol=2e-3, backend=backend, **kwargs)
+
+
+@pytest.mark.parametrize('backend', CPU_BACKENDS)
+def test_half_inputs_with_float32_output(backend):
+    inputs = make_inputs(dim=4, groups=2, dstate=2, length=24, dtype=torch.float16)
+    out = selective_scan(**inputs, delta_softplus=True, out_dtype=torch.float32, backend=backend)
+    ref = selective_scan_oracle(**{k: v.detach() if v is not None else None for k, v in inputs.items()},
+                                delta_softplus=True)
+    assert out.dtype == torch.float32
+    assert_close(out, ref, 3e-3, 5e-3, 'out')
+
+
+@pytest.mark.parametrize('backend', CPU_BACKENDS)
+def test_extreme_steps(backend):
+    """delta past the softplus threshold (dt = delta) and tiny decays (a -> 0) stay finite and exact."""
+    inputs = make_inputs(dim=4, groups=1, dstate=2, length=21, has_z=False)
+    with torch.no_grad():
+        inputs['delta'][:, :2] += 30.0
+        inputs['A'][0] = -50.0
+    check_against_oracle(inputs, rtol=6e-4, atol=2e-3, backend=backend, delta_softplus=True)
+
+
+def test_delta_dtype_may_differ_from_u():
+    """Unlike mamba_ssm (Expected delta.scalar_type() == input_type) a float32 delta with half u is fine."""
+    inputs = make_inputs(dim=4, groups=1, dstate=2, length=8, dtype=torch.float16)
+    inputs['delta'] = inputs['delta'].detach().float().requires_grad_()
+    out, grads = run_with_grads(inputs, delta_softplus=True, backend='torch')
+    assert out.dtype == torch.float16 and grads['delta'].dtype == torch.float32
+
+
+def test_torch_compile_traces_without_graph_breaks():
+    inputs = make_inputs(dim=4, groups=2, dstate=2, length=12)
+
+    def f(u, delta, A, B, C, D, z, delta_bias):
+        return selective_scan(u * 2, delta, A, B, C, D, z, delta_bias, delta_softplus=True).sum()
+
+    compiled = torch.compile(f, fullgraph=True, backend='aot_eager')
+    loss = compiled(**inputs)
+    grads = torch.autograd.grad(loss, [inputs[k] for k in GRAD_NAMES])
+    ref_loss = f(**inputs)
+    ref_grads = torch.autograd.grad(ref_loss, [inputs[k] for k in GRAD_NAMES])
+    torch.testing.assert_close(loss, ref_loss)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r)
+
+
+BAD_INPUTS = {
+    'u rank': (lambda i: i.update(u=i['u'][0]), 'u must be \\(batch, D, L\\)'),
+    'delta shape': (lambda i: i.update(delta=i['delta'][:, :, :-1]), 'delta must have shape'),
+    'A rows': (lambda i: i.update(A=i['A'][:-1]), 'A must be \\(D=8, N\\)'),
+    'B batch': (lambda i: i.update(B=i['B'][:1]), 'B must be \\(batch=2'),
+    'groups do not divide D': (lambda i: i.update(B=torch.randn(2, 3, 4, 37), C=torch.randn(2, 3, 4, 37)),
+                               'must be divisible by the number of B groups G=3'),
+    'C states': (lambda i: i.update(C=i['C'][:, :, :2]), 'C has N=2 states but A has N=4'),
+    'integer u': (lambda i: i.update(u=i['u'].long()), 'u must be a real floating-point tensor'),
+    'D shape': (lambda i: i.update(D=torch.randn(3)), 'D must have shape \\(D,\\)'),
+    'z shape': (lambda i: i.update(z=torch.randn(2, 8, 5)), 'z must have shape'),
+    'missing C': (lambda i: i.update(C=None), 'C is required'),
+    'device mismatch': (lambda i: i.update(D=torch.randn(8, device='meta')), 'D is on meta but u is on cpu'),
+}
+
+
+@pytest.mark.parametrize('case', list(BAD_INPUTS))
+def test_bad_inputs_raise_clear_errors(case):
+    inputs = {k: v.detach() if v is not None else None for k, v in make_inputs(dim=8, dstate=4).items()}
+    mutate, message = BAD_INPUTS[case]
+    mutate(inputs)
+    with pytest.raises(ValueError, match=message):
+        selective_scan(**inputs, backend='torch')
+
+
+def test_bad_options_raise_clear_errors():
+    inputs = {k: v.detach() if v is not None else None for k, v in make_inputs(dim=4, dstate=2).items()}
+    with pytest.raises(ValueError, match='backend must be one of'):
+        selective_scan(**inputs, backend='cuda')
+    with pytest.raises(ValueError, match='out_dtype must be None'):
+        selective_scan(**inputs, out_dtype=torch.float16)
+    with pytest.raises(ValueError, match='C must be None with return_hidden_states'):
+        selective_scan(**inputs, return_hidden_states=True)
+
+
+GPU_CASES = {
+    'vmamba_v2_stage1_like': (dict(batch=2, dim=64, groups=4, dstate=1, length=3136, has_z=False),
+                              dict(delta_softplus=True)),
+    'vmamba_v2_stage4_like': (dict(batch=2, dim=96, groups=4, dstate=1, length=49, has_z=False),
+                              dict(delta_softplus=True)),
+    'vanilla_n16': (dict(batch=2, dim=32, groups=4, dstate=16, length=784, has_z=False), dict(delta_softplus=True)),
+    'vim_gated_n16': (dict(batch=2, dim=48, groups=1, dstate=16, length=197), dict(delta_softplus=True)),
+    'odd_everything': (dict(batch=3, dim=30, groups=3, dstate=5, length=1001), dict(delta_softplus=True,
+                                                                                      return_last_state=True)),
+    'hidden_states': (dict(batch=2, dim=16, groups=1, dstate=1, length=600, hidden_states=True),
+                      dict(delta_softplus=True, return_hidden_states=True)),
+}
+GPU_TOLERANCES = {torch.float32: (6e-4, 2e-3), torch.float16: (3e-3, 5e-3), torch.bfloat16: (3e-2, 5e-2)}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason='needs a CUDA device')
+@pytest.mark.parametrize('dtype', list(GPU_TOLERANCES), ids=str)
+@pytest.mark.parametrize('case', list(GPU_CASES))
+def test_triton_on_gpu_matches_oracle(case, dtype):
+    make_kwargs, kwargs = GPU_CASES[case]
+    inputs = make_inputs(device='cuda', dtype=dtype, **make_kwargs)
+    rtol, atol = GPU_TOLERANCES[dtype]
+    # The oracle sees the same (rounded) half inputs, so the comparison measures the kernel's own error.
+    check_against_oracle(inputs, rtol=rtol, atol=atol, backend='triton', **kwargs)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason='needs a CUDA device')
+def test_torch_backend_on_gpu_matches_triton():
+    inputs = make_inputs(device='cuda', dim=16, groups=4, dstate=2, length=300)
+    out, grads = run_with_grads(inputs, delta_softplus=True, backend='triton')
+    ref, ref_grads = run_with_grads(inputs, delta_softplus=True, backend='torch')
+    assert_close(out, ref, 1e-4, 1e-4, 'out')
+    for name in grads:
+        assert_close(grads[name], ref_grads[name], 1e-4, 1e-4, name)
