@@ -42,7 +42,8 @@ def available_backends() -> Tuple[str, ...]:
 
 
 def _announce(key: str, message: str, warn: bool = False) -> None:
-    if key not in _announced:
+    # Skipped while torch.compile traces: a log call would break the graph, and eager runs say it anyway.
+    if key not in _announced and not torch.compiler.is_compiling():
         _announced.add(key)
         (_logger.warning if warn else _logger.info)(message)
 

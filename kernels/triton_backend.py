@@ -59,7 +59,7 @@ def _selective_scan_fwd_kernel(
         s_o_b, s_o_d, s_o_n,
         N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-        STATES_OUT: tl.constexpr, SAVE_STATES: tl.constexpr, RETURN_LAST: tl.constexpr,
+        STATES_OUT: tl.constexpr, SAVE_STATES: tl.constexpr,
 ):
     pid = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -67,12 +67,9 @@ def _selective_scan_fwd_kernel(
     d_in_group = (pid % blocks_per_group) * BLOCK_D + tl.arange(0, BLOCK_D)
     d_mask = d_in_group < dim_per_group
     d = (g * dim_per_group + d_in_group).to(tl.int64)
-    n = tl.arange(0, N_PAD)
-    n_mask = n < N
+    nn = tl.arange(0, N_PAD)
     j = tl.arange(0, BLOCK_L)
-    dn_mask = d_mask[:, None] & n_mask[None, :]
 
-    A2 = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=dn_mask, other=0.0).to(tl.float32) * 1.4426950408889634
     bias = tl.zeros([BLOCK_D], tl.float32)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + d, mask=d_mask, other=0.0).to(tl.float32)
@@ -82,14 +79,14 @@ def _selective_scan_fwd_kernel(
 
     u_base = u_ptr + b * s_u_b + d[:, None] * s_u_d
     dt_base = delta_ptr + b * s_dt_b + d[:, None] * s_dt_d
-    B_base = B_ptr + b * s_B_b + g * s_B_g + n[:, None] * s_B_n
-    C_base = C_ptr + b * s_C_b + g * s_C_g + n[:, None] * s_C_n
+    B_base = B_ptr + b * s_B_b + g * s_B_g
+    C_base = C_ptr + b * s_C_b + g * s_C_g
     z_base = z_ptr + b * s_z_b + d[:, None] * s_z_d
     o_base = out_ptr + b * s_o_b + d[:, None] * s_o_d
     n_chunks = tl.cdiv(L, BLOCK_L)
-    st_base = states_ptr + ((b * dim + d[:, None]) * n_chunks) * N_PAD + n[None, :]
+    st_base = states_ptr + ((b * dim + d[:, None]) * n_chunks) * N_PAD + nn[None, :]
 
-    h = tl.zeros([BLOCK_D, N_PAD], tl.float32)
+    h = tl.zeros([BLOCK_D, N_PAD], tl.float32)  # state entering the chunk, one column per state n
     for c in range(0, n_chunks):
         t = c * BLOCK_L + j
         t_mask = t < L
@@ -98,27 +95,30 @@ def _selective_scan_fwd_kernel(
             tl.store(st_base + c * N_PAD, h, mask=d_mask[:, None])
         uu = tl.load(u_base + t[None, :], mask=m2, other=0.0).to(tl.float32)
         _, dt = _load_dt(dt_base, t[None, :], m2, bias, HAS_BIAS, SOFTPLUS)
-        Bt = tl.load(B_base + t[None, :], mask=n_mask[:, None] & t_mask[None, :], other=0.0).to(tl.float32)
-        a = tl.exp2(dt[:, None, :] * A2[:, :, None])
-        bx = (dt * uu)[:, None, :] * Bt[None, :, :]
-        pa, pb = tl.associative_scan((a, bx), axis=2, combine_fn=_combine)
-        hh = pb + pa * h[:, :, None]
-        if STATES_OUT:
-            o_ptrs = o_base[:, :, None] + n[None, :, None] * s_o_n + t[None, None, :]
-            tl.store(o_ptrs, hh.to(out_ptr.dtype.element_ty), mask=dn_mask[:, :, None] & t_mask[None, None, :])
-        else:
-            Ct = tl.load(C_base + t[None, :], mask=n_mask[:, None] & t_mask[None, :], other=0.0).to(tl.float32)
-            y = tl.sum(hh * Ct[None, :, :], axis=1)
-            if HAS_D:
-                y += Dv[:, None] * uu
+        dtu = dt * uu
+        y = Dv[:, None] * uu
+        # The states are independent given dt: loop over them (like the CUDA kernel) on 2-D tiles.
+        for n in tl.static_range(N):
+            A2n = tl.load(A_ptr + d * N + n, mask=d_mask, other=0.0) * 1.4426950408889634
+            Bn = tl.load(B_base + n * s_B_n + t, mask=t_mask, other=0.0).to(tl.float32)
+            a = tl.exp2(dt * A2n[:, None])
+            pa, pb = tl.associative_scan((a, dtu * Bn[None, :]), axis=1, combine_fn=_combine)
+            h_n = tl.sum(tl.where(nn[None, :] == n, h, 0.0), axis=1)
+            hh = pb + pa * h_n[:, None]
+            if STATES_OUT:
+                tl.store(o_base + n * s_o_n + t[None, :], hh.to(out_ptr.dtype.element_ty), mask=m2)
+            else:
+                Cn = tl.load(C_base + n * s_C_n + t, mask=t_mask, other=0.0).to(tl.float32)
+                y += hh * Cn[None, :]
+            # Padded tail tokens are identity steps, so the last column is the state after the chunk.
+            h_last = tl.sum(tl.where(j[None, :] == BLOCK_L - 1, hh, 0.0), axis=1)
+            h = tl.where(nn[None, :] == n, h_last[:, None], h)
+        if not STATES_OUT:
             if HAS_Z:
                 zz = tl.load(z_base + t[None, :], mask=m2, other=0.0).to(tl.float32)
                 y = y * zz * tl.sigmoid(zz)
             tl.store(o_base + t[None, :], y.to(out_ptr.dtype.element_ty), mask=m2)
-        # Padded tail tokens are identity steps, so the last column is the state after token L-1.
-        h = tl.sum(tl.where(j[None, None, :] == BLOCK_L - 1, hh, 0.0), axis=2)
-    if RETURN_LAST:
-        tl.store(last_ptr + (b * dim + d[:, None]) * N + n[None, :], h, mask=dn_mask)
+    tl.store(last_ptr + (b * dim + d[:, None]) * N + nn[None, :], h, mask=d_mask[:, None] & (nn[None, :] < N))
 
 
 @triton.jit
@@ -138,13 +138,9 @@ def _selective_scan_bwd_kernel(
     d_in_group = (pid % blocks_per_group) * BLOCK_D + tl.arange(0, BLOCK_D)
     d_mask = d_in_group < dim_per_group
     d = (g * dim_per_group + d_in_group).to(tl.int64)
-    n = tl.arange(0, N_PAD)
-    n_mask = n < N
+    nn = tl.arange(0, N_PAD)
     j = tl.arange(0, BLOCK_L)
-    dn_mask = d_mask[:, None] & n_mask[None, :]
 
-    A = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=dn_mask, other=0.0).to(tl.float32)
-    A2 = A * 1.4426950408889634
     bias = tl.zeros([BLOCK_D], tl.float32)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + d, mask=d_mask, other=0.0).to(tl.float32)
@@ -154,20 +150,20 @@ def _selective_scan_bwd_kernel(
 
     u_base = u_ptr + b * s_u_b + d[:, None] * s_u_d
     dt_base = delta_ptr + b * s_dt_b + d[:, None] * s_dt_d
-    B_base = B_ptr + b * s_B_b + g * s_B_g + n[:, None] * s_B_n
-    C_base = C_ptr + b * s_C_b + g * s_C_g + n[:, None] * s_C_n
+    B_base = B_ptr + b * s_B_b + g * s_B_g
+    C_base = C_ptr + b * s_C_b + g * s_C_g
     z_base = z_ptr + b * s_z_b + d[:, None] * s_z_d
     do_base = dout_ptr + b * s_do_b + d[:, None] * s_do_d
     # Gradient outputs are freshly allocated contiguous tensors.
     du_base = du_ptr + (b * dim + d[:, None]) * L
     ddt_base = ddelta_ptr + (b * dim + d[:, None]) * L
     dz_base = dz_ptr + (b * dim + d[:, None]) * L
-    dB_base = dB_ptr + ((b * groups + g) * N + n[:, None]) * L
-    dC_base = dC_ptr + ((b * groups + g) * N + n[:, None]) * L
+    dB_base = dB_ptr + (b * groups + g) * N * L
+    dC_base = dC_ptr + (b * groups + g) * N * L
     n_chunks = tl.cdiv(L, BLOCK_L)
-    st_base = states_ptr + ((b * dim + d[:, None]) * n_chunks) * N_PAD + n[None, :]
+    st_base = states_ptr + ((b * dim + d) * n_chunks) * N_PAD
 
-    carry = tl.zeros([BLOCK_D, N_PAD], tl.float32)  # g at the first token of the later chunk
+    carry = tl.zeros([BLOCK_D, N_PAD], tl.float32)  # adjoint g at the first token of the later chunk
     dA_acc = tl.zeros([BLOCK_D, N_PAD], tl.float32)
     dD_acc = tl.zeros([BLOCK_D], tl.float32)
     dbias_acc = tl.zeros([BLOCK_D], tl.float32)
@@ -176,61 +172,70 @@ def _selective_scan_bwd_kernel(
         t = c * BLOCK_L + j
         t_mask = t < L
         m2 = d_mask[:, None] & t_mask[None, :]
-        bn_mask = n_mask[:, None] & t_mask[None, :]
-        h0 = tl.zeros([BLOCK_D, N_PAD], tl.float32)
-        if HAS_STATES:
-            h0 = tl.load(st_base + c * N_PAD, mask=d_mask[:, None], other=0.0)
         uu = tl.load(u_base + t[None, :], mask=m2, other=0.0).to(tl.float32)
         raw, dt = _load_dt(dt_base, t[None, :], m2, bias, HAS_BIAS, SOFTPLUS)
-        Bt = tl.load(B_base + t[None, :], mask=bn_mask, other=0.0).to(tl.float32)
-        a = tl.exp2(dt[:, None, :] * A2[:, :, None])
-        bx = (dt * uu)[:, None, :] * Bt[None, :, :]
-        pa, pb = tl.associative_scan((a, bx), axis=2, combine_fn=_combine)
-        hh = pb + pa * h0[:, :, None]
-        # Decay of the next token (it may sit in the next chunk; identity past the end).
-        m2_next = d_mask[:, None] & (t + 1 < L)[None, :]
-        _, dt_next = _load_dt(dt_base, t[None, :] + 1, m2_next, bias, HAS_BIAS, SOFTPLUS)
-        a_next = tl.exp2(dt_next[:, None, :] * A2[:, :, None])
-
-        if STATES_OUT:
-            do_ptrs = do_base[:, :, None] + n[None, :, None] * s_do_n + t[None, None, :]
-            v = tl.load(do_ptrs, mask=dn_mask[:, :, None] & t_mask[None, None, :], other=0.0).to(tl.float32)
-        else:
-            dy = tl.load(do_base + t[None, :], mask=m2, other=0.0).to(tl.float32)
-            Ct = tl.load(C_base + t[None, :], mask=bn_mask, other=0.0).to(tl.float32)
+        dtu = dt * uu
+        # Step size of the next token (it may sit in the next chunk; identity step past the end).
+        _, dt_next = _load_dt(dt_base, t[None, :] + 1, d_mask[:, None] & (t + 1 < L)[None, :], bias, HAS_BIAS,
+                              SOFTPLUS)
+        dy = tl.zeros([BLOCK_D, BLOCK_L], tl.float32)
+        if not STATES_OUT:
+            dout = tl.load(do_base + t[None, :], mask=m2, other=0.0).to(tl.float32)
+            dy = dout
             if HAS_Z:
                 zz = tl.load(z_base + t[None, :], mask=m2, other=0.0).to(tl.float32)
                 sz = tl.sigmoid(zz)
-                y = tl.sum(hh * Ct[None, :, :], axis=1)
-                if HAS_D:
-                    y += Dv[:, None] * uu
-                tl.store(dz_base + t[None, :], (dy * y * sz * (1.0 + zz * (1.0 - sz))).to(dz_ptr.dtype.element_ty),
-                         mask=m2)
-                dy = dy * zz * sz
-            v = Ct[None, :, :] * dy[:, None, :]
-            tl.atomic_add(dC_base + t[None, :], tl.sum(hh * dy[:, None, :], axis=0), mask=bn_mask)
-            if HAS_D:
-                dD_acc += tl.sum(dy * uu, axis=1)
-
-        ra, rg = tl.associative_scan((a_next, v), axis=2, combine_fn=_combine, reverse=True)
-        gg = rg + ra * carry[:, :, None]
-        a_h_prev = hh - bx  # a_t * h_{t-1} without a second scan
-        gB = tl.sum(gg * Bt[None, :, :], axis=1)
+                dy = dout * zz * sz
+        y = Dv[:, None] * uu  # pre-gate output, rebuilt state by state for dz
+        gB = tl.zeros([BLOCK_D, BLOCK_L], tl.float32)
+        ddt = tl.zeros([BLOCK_D, BLOCK_L], tl.float32)
+        for n in tl.static_range(N):
+            An = tl.load(A_ptr + d * N + n, mask=d_mask, other=0.0)
+            A2n = An * 1.4426950408889634
+            Bn = tl.load(B_base + n * s_B_n + t, mask=t_mask, other=0.0).to(tl.float32)
+            h0 = tl.zeros([BLOCK_D], tl.float32)
+            if HAS_STATES:
+                h0 = tl.load(st_base + c * N_PAD + n, mask=d_mask, other=0.0)
+            a = tl.exp2(dt * A2n[:, None])
+            bx = dtu * Bn[None, :]
+            pa, pb = tl.associative_scan((a, bx), axis=1, combine_fn=_combine)
+            hh = pb + pa * h0[:, None]
+            if STATES_OUT:
+                v = tl.load(do_base + n * s_do_n + t[None, :], mask=m2, other=0.0).to(tl.float32)
+            else:
+                Cn = tl.load(C_base + n * s_C_n + t, mask=t_mask, other=0.0).to(tl.float32)
+                v = dy * Cn[None, :]
+                y += hh * Cn[None, :]
+                tl.atomic_add(dC_base + n * L + t, tl.sum(hh * dy, axis=0), mask=t_mask)
+            a_next = tl.exp2(dt_next * A2n[:, None])
+            ra, rg = tl.associative_scan((a_next, v), axis=1, combine_fn=_combine, reverse=True)
+            carry_n = tl.sum(tl.where(nn[None, :] == n, carry, 0.0), axis=1)
+            gg = rg + ra * carry_n[:, None]
+            gB += gg * Bn[None, :]
+            g_ah = gg * (hh - bx)  # a_t * h_{t-1} = h_t - b_t: no second scan
+            ddt += g_ah * An[:, None]
+            dA_n = tl.sum(g_ah * dt, axis=1)
+            dA_acc = tl.where(nn[None, :] == n, dA_acc + dA_n[:, None], dA_acc)
+            tl.atomic_add(dB_base + n * L + t, tl.sum(gg * dtu, axis=0), mask=t_mask)
+            g_first = tl.sum(tl.where(j[None, :] == 0, gg, 0.0), axis=1)
+            carry = tl.where(nn[None, :] == n, g_first[:, None], carry)
         du = gB * dt
-        if HAS_D and not STATES_OUT:
-            du += Dv[:, None] * dy
-        ddt = gB * uu + tl.sum(gg * a_h_prev * A[:, :, None], axis=1)
-        dA_acc += tl.sum(gg * a_h_prev * dt[:, None, :], axis=2)
-        tl.atomic_add(dB_base + t[None, :], tl.sum(gg * (dt * uu)[:, None, :], axis=0), mask=bn_mask)
+        ddt += gB * uu
+        if not STATES_OUT:
+            if HAS_D:
+                du += Dv[:, None] * dy
+                dD_acc += tl.sum(dy * uu, axis=1)
+            if HAS_Z:
+                tl.store(dz_base + t[None, :], (dout * y * sz * (1.0 + zz * (1.0 - sz))).to(dz_ptr.dtype.element_ty),
+                         mask=m2)
         if SOFTPLUS:
             ddt = tl.where(raw <= 20.0, ddt * tl.sigmoid(raw), ddt)
         ddt = tl.where(m2, ddt, 0.0)
         dbias_acc += tl.sum(ddt, axis=1)
         tl.store(du_base + t[None, :], du.to(du_ptr.dtype.element_ty), mask=m2)
         tl.store(ddt_base + t[None, :], ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
-        carry = tl.sum(tl.where(j[None, None, :] == 0, gg, 0.0), axis=2)
 
-    tl.store(dA_ptr + (b * dim + d[:, None]) * N + n[None, :], dA_acc, mask=dn_mask)
+    tl.store(dA_ptr + (b * dim + d[:, None]) * N + nn[None, :], dA_acc, mask=d_mask[:, None] & (nn[None, :] < N))
     tl.store(dD_ptr + b * dim + d, dD_acc, mask=d_mask)
     tl.store(dbias_ptr + b * dim + d, dbias_acc, mask=d_mask)
 
@@ -304,7 +309,7 @@ def selective_scan_fwd(
         *_strides(u, 2), *_strides(delta, 2), *_strides(B, 3), *_strides(C, 3), *_strides(z, 2), *s_out,
         N=dstate, N_PAD=n_pad, BLOCK_D=block_d, BLOCK_L=block_l,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
-        STATES_OUT=return_hidden_states, SAVE_STATES=keep_states, RETURN_LAST=True,
+        STATES_OUT=return_hidden_states, SAVE_STATES=keep_states,
         num_warps=warps,
     )
     return out, last, states
