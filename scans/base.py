@@ -1,0 +1,301 @@
+"""The ``Scan`` base class and the registry of named scan orders.
+
+A scan maps a 2-D feature map to K 1-D route sequences and back. It owns only geometry: the
+(K, L) *index plan* that says which token (``h * W + w``) each route visits at each step. Plans
+are built once per (H, W) on the CPU, copied once per device and cached on the instance, so a
+forward pass is one ``gather`` for ``flatten`` and one ``gather`` (+ a sum over routes) for
+``merge``, with no Python loop over tokens and no data-dependent control flow (``torch.compile``
+friendly).
+
+Padding convention of index plans: a route that visits fewer than L real tokens is filled with
+the sentinel index ``H * W`` ("the token after the last one"). ``flatten`` reads zeros there and
+``merge`` drops whatever the route produced there. Sentinels belong at the end of a route, so that
+a causal recurrence over the real tokens is unaffected; the one exception is ``atrous``, which
+reproduces EfficientVMamba's zero padding exactly, pads inside routes included (see its docstring).
+Every other built-in scan visits all H * W tokens on every route and has no padding.
+"""
+import inspect
+import operator
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple, Type, TypeVar, Union
+
+import torch
+from torch import Tensor
+
+__all__ = ['Scan', 'register_scan', 'create_scan', 'list_scans']
+
+DeviceLike = Union[str, torch.device, None]
+_ScanT = TypeVar('_ScanT', bound=Type['Scan'])
+_REGISTRY: Dict[str, Type['Scan']] = {}
+
+
+class _Plan(NamedTuple):
+    """Everything ``flatten``/``merge`` need for one (H, W, device), built once."""
+    index: Tensor  # (K, L) token index per route step; sentinel H*W marks padding
+    padded: bool  # whether ``index`` holds any sentinel
+    identity: bool  # K == 1 and the route is row-major: flatten/merge are views
+    inverse: Optional[Tensor]  # (K, H*W) inverse permutations, when every route visits every token once
+    table: Optional[Tensor]  # (m*H*W,) positions in the (K*L) route axis, slot-major; otherwise
+
+
+class Scan:
+    """Base class of a 2-D <-> 1-D scan order with K routes.
+
+    Subclasses set ``num_routes`` and ``visits_per_token``, call ``super().__init__()`` and implement
+    ``_build_routes``; they may override ``route_length``, ``channels_per_route`` and ``check_size``
+    (which declares the sizes a scan cannot take). Instances hold no parameters; they cache index
+    plans per (H, W, device), so share one instance across the blocks that see the same sizes.
+
+    Attributes:
+        name: Registry name (set by ``register_scan``).
+        num_routes: K, the number of 1-D routes (SSM parameter groups) per map.
+        visits_per_token: m such that ``merge(flatten(x), size) == m * x``.
+        splits_channels: Whether route k sees only channel group k (``flatten`` returns C/K channels).
+    """
+    name: str = ''
+    num_routes: int = 1
+    visits_per_token: int = 1
+    splits_channels: bool = False
+
+    def __init__(self) -> None:
+        self._cpu_plans: Dict[Tuple[int, int], _Plan] = {}
+        self._plans: Dict[Tuple[int, int, torch.device], _Plan] = {}
+
+    # ----------------------------------------------------------------------------------------
+    # geometry (override in subclasses)
+
+    def _build_routes(self, height: int, width: int) -> Tensor:
+        """Return the (K, L) int64 CPU index plan (sentinel H*W for padding); called once per size, loops welcome."""
+        raise NotImplementedError
+
+    def check_size(self, height: int, width: int) -> None:
+        """Raise ValueError if this scan cannot take an (height, width) map."""
+        for dim_name, value in (('H', height), ('W', width)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f'{self._label()}: feature map size must be two ints >= 1, got {dim_name}={value!r} '
+                                 f'(size=({height!r}, {width!r})); pass the spatial size (H, W) of a (B, C, H, W) map')
+
+    def route_length(self, height: int, width: int) -> int:
+        """L, the length of every route sequence (padded routes included) for an (height, width) map."""
+        self.check_size(height, width)
+        return height * width
+
+    def channels_per_route(self, channels: int) -> int:
+        """C', the number of channels each route carries for a C-channel map."""
+        return channels
+
+    # ----------------------------------------------------------------------------------------
+    # plans
+
+    def index_plan(self, height: int, width: int, device: DeviceLike = None) -> Tensor:
+        """The cached (K, L) int64 plan of token indices ``h * W + w`` each route visits.
+
+        Padding (routes that visit fewer than L tokens) uses the sentinel ``height * width``.
+
+        Args:
+            height: H of the feature map.
+            width: W of the feature map.
+            device: Device of the returned tensor (default CPU).
+        """
+        return self._plan(height, width, device).index
+
+    # Runs eagerly even inside torch.compile, whose graph then holds the plan tensors as constants.
+    @torch.compiler.assume_constant_result
+    def _plan(self, height: int, width: int, device: DeviceLike) -> _Plan:
+        dev = torch.device('cpu') if device is None else torch.device(device)
+        key = (height, width, dev)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._cpu_plan(height, width)
+            if dev.type != 'cpu':
+                plan = _Plan(*(t.to(dev) if isinstance(t, Tensor) else t for t in plan))
+                # 'cuda' and 'cuda:0' share one plan.
+                plan = self._plans.setdefault((height, width, plan.index.device), plan)
+            self._plans[key] = plan
+        return plan
+
+    def _cpu_plan(self, height: int, width: int) -> _Plan:
+        key = (height, width)
+        plan = self._cpu_plans.get(key)
+        if plan is None:
+            plan = self._make_plan(height, width)
+            self._cpu_plans[key] = plan
+        return plan
+
+    def _make_plan(self, height: int, width: int) -> _Plan:
+        self.check_size(height, width)
+        num_tokens = height * width
+        length = self.route_length(height, width)
+        index = torch.as_tensor(self._build_routes(height, width), dtype=torch.long).reshape(-1, length).contiguous()
+        if index.shape[0] != self.num_routes:
+            raise RuntimeError(f'{self._label()}: built {index.shape[0]} routes, declared num_routes={self.num_routes}')
+        if int(index.min()) < 0 or int(index.max()) > num_tokens:
+            raise RuntimeError(f'{self._label()}: plan indices outside [0, {num_tokens}] for size {height}x{width}')
+        real = index < num_tokens
+        padded = not bool(real.all())
+        # Each token must be visited visits_per_token times (per channel group for channel-split scans).
+        expected = self.num_routes if self.splits_channels else self.visits_per_token
+        counts = torch.bincount(index[real], minlength=num_tokens)
+        if not bool((counts == expected).all()):
+            raise RuntimeError(f'{self._label()}: routes visit tokens {counts.tolist()} times for size '
+                               f'{height}x{width}; expected {expected} each')
+        arange = torch.arange(num_tokens)
+        full = not padded and length == num_tokens and all(
+            bool((torch.bincount(route, minlength=num_tokens) == 1).all()) for route in index)
+        identity = self.num_routes == 1 and full and bool((index[0] == arange).all())
+        inverse = table = None
+        if full:
+            inverse = torch.empty_like(index)
+            inverse.scatter_(1, index, arange.expand_as(index).contiguous())
+        else:
+            if self.splits_channels:
+                raise RuntimeError(f'{self._label()}: channel-split scans need routes that visit every token once')
+            # Slot j of token p holds the flattened (route, step) position of p's j-th visit.
+            flat = index.reshape(-1)
+            positions = torch.nonzero(flat < num_tokens).squeeze(1)
+            order = torch.sort(flat[positions], stable=True).indices
+            table = positions[order].view(num_tokens, self.visits_per_token).t().contiguous().view(-1)
+        return _Plan(index=index, padded=padded, identity=identity, inverse=inverse, table=table)
+
+    # ----------------------------------------------------------------------------------------
+    # forward ops
+
+    def flatten(self, x: Tensor) -> Tensor:
+        """Read a (B, C, H, W) map along every route.
+
+        Args:
+            x: Feature map of shape (B, C, H, W).
+
+        Returns:
+            Route sequences of shape (B, K, C', L), C' = ``channels_per_route(C)``; zeros at padding.
+        """
+        if not isinstance(x, Tensor) or x.dim() != 4:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f'{self._label()}.flatten: expected a (B, C, H, W) tensor, got {shape}; '
+                             f'reshape token sequences (B, H*W, C) to (B, C, H, W) first')
+        batch, channels = x.shape[:2]
+        # operator.index specialises symbolic sizes under torch.compile: plans are per (H, W).
+        height, width = operator.index(x.shape[2]), operator.index(x.shape[3])
+        cpr = self.channels_per_route(channels)
+        plan = self._plan(height, width, x.device)
+        num_routes, length = self.num_routes, self.route_length(height, width)
+        if plan.identity:
+            return x.reshape(batch, 1, channels, height * width)
+        src = x.reshape(batch, num_routes if self.splits_channels else 1, cpr, height * width)
+        if plan.padded:  # the sentinel index H*W reads this zero
+            src = torch.cat([src, src.new_zeros(src.shape[:-1] + (1,))], dim=-1)
+        # Expanding over routes is free (stride 0): one gather writes the (B, K, C', L) result.
+        src = src.expand(batch, num_routes, cpr, height * width + int(plan.padded))
+        index = plan.index.view(1, num_routes, 1, length).expand(batch, num_routes, cpr, length)
+        return torch.gather(src, -1, index)
+
+    def merge(self, y: Tensor, size: Tuple[int, int]) -> Tensor:
+        """Scatter route outputs back to their tokens and sum (the adjoint of ``flatten``).
+
+        Args:
+            y: Route outputs of shape (B, K, C', L).
+            size: (H, W) of the map.
+
+        Returns:
+            Map of shape (B, C, H, W); padded route positions are ignored.
+        """
+        height, width = self._checked_size(size)
+        if not isinstance(y, Tensor) or y.dim() != 4:
+            shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+            raise ValueError(f'{self._label()}.merge: expected route outputs (B, K, C\', L), got {shape}')
+        batch, num_routes, cpr, length = y.shape
+        expected_length = self.route_length(height, width)
+        if num_routes != self.num_routes or length != expected_length:
+            raise ValueError(f'{self._label()}.merge: expected (B, K={self.num_routes}, C\', L={expected_length}) '
+                             f'for size {height}x{width}, got {tuple(y.shape)}; pass the same size that was flattened')
+        plan = self._plan(height, width, y.device)
+        num_tokens = height * width
+        if plan.identity:
+            return y.reshape(batch, cpr, height, width)
+        if plan.inverse is not None:
+            index = plan.inverse.view(1, num_routes, 1, num_tokens).expand(batch, num_routes, cpr, num_tokens)
+            out = torch.gather(y, -1, index)
+            if self.splits_channels:
+                return out.reshape(batch, num_routes * cpr, height, width)
+            # Gather-then-sum over routes is deterministic, unlike scatter_add.
+            out = out.sum(1, dtype=y.dtype) if num_routes > 1 else out.squeeze(1)
+            return out.reshape(batch, cpr, height, width)
+        flat = y.transpose(1, 2).reshape(batch, cpr, num_routes * length)
+        out = flat.index_select(-1, plan.table)
+        if self.visits_per_token > 1:
+            out = out.view(batch, cpr, self.visits_per_token, num_tokens).sum(2, dtype=y.dtype)
+        return out.reshape(batch, cpr, height, width)
+
+    # ----------------------------------------------------------------------------------------
+    # helpers
+
+    def _checked_size(self, size: Tuple[int, int]) -> Tuple[int, int]:
+        if not isinstance(size, (tuple, list)) or len(size) != 2:  # torch.Size is a tuple
+            raise ValueError(f'{self._label()}.merge: size must be the (H, W) that was flattened, got {size!r}')
+        try:
+            # operator.index also specialises symbolic sizes under torch.compile.
+            height, width = operator.index(size[0]), operator.index(size[1])
+        except TypeError:
+            raise ValueError(f'{self._label()}.merge: size must be two ints (H, W), got {size!r}') from None
+        self.check_size(height, width)
+        return height, width
+
+    def _label(self) -> str:
+        return f'scan {self.name!r}' if self.name else type(self).__name__
+
+    def extra_repr(self) -> str:
+        """Constructor arguments worth showing in ``repr``."""
+        return ''
+
+    def __repr__(self) -> str:
+        extra = self.extra_repr()
+        return (f'{type(self).__name__}(name={self.name!r}, num_routes={self.num_routes}, '
+                f'visits_per_token={self.visits_per_token}{", " + extra if extra else ""})')
+
+
+def register_scan(name: str) -> Callable[[_ScanT], _ScanT]:
+    """Class decorator that registers a ``Scan`` subclass under ``name`` for ``create_scan``.
+
+    Args:
+        name: Registry name; must be new.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f'register_scan: name must be a non-empty str, got {name!r}')
+
+    def decorator(cls: _ScanT) -> _ScanT:
+        if not (isinstance(cls, type) and issubclass(cls, Scan)):
+            raise TypeError(f'register_scan({name!r}) decorates Scan subclasses, got {cls!r}')
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f'register_scan: name {name!r} is already taken by {_REGISTRY[name].__qualname__}')
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorator
+
+
+def list_scans() -> List[str]:
+    """Sorted names of all registered scans."""
+    return sorted(_REGISTRY)
+
+
+def create_scan(name: str, **kwargs: object) -> Scan:
+    """Instantiate a registered scan.
+
+    Args:
+        name: Registry name (see ``list_scans()``).
+        **kwargs: Scan-specific options (e.g. ``window_size`` for ``window``, ``step`` for ``atrous``).
+
+    Raises:
+        ValueError: Unknown name or invalid option value.
+        TypeError: Option the scan does not accept.
+    """
+    cls = _REGISTRY.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ValueError(f'unknown scan {name!r}; known scans: {", ".join(list_scans())}')
+    try:
+        inspect.signature(cls).bind(**kwargs)
+    except TypeError:
+        accepted = [p for p in inspect.signature(cls).parameters]
+        raise TypeError(f'scan {name!r} got unexpected option(s) {sorted(kwargs)}; it accepts '
+                        f'{accepted if accepted else "no options"}') from None
+    return cls(**kwargs)

@@ -1,0 +1,268 @@
+"""The registered scan orders of the zoo (importing ``scans`` registers them).
+
+| name            | K  | visits_per_token | routes                                                        |
+|-----------------|----|------------------|---------------------------------------------------------------|
+| `raster`        | 1  | 1                | row-major                                                     |
+| `bidirectional` | 2  | 2                | row-major, reversed (Vim)                                     |
+| `cross`         | 4  | 4                | row, column, row reversed, column reversed (VMamba SS2D)       |
+| `snake`         | 2  | 2                | row boustrophedon, column boustrophedon                       |
+| `snake4`        | 4  | 4                | `snake` + both reversed                                       |
+| `diagonal`      | 2  | 2                | anti-diagonals, main diagonals                                |
+| `diagonal4`     | 4  | 4                | `diagonal` + both reversed                                    |
+| `hilbert`       | 2  | 2                | generalized Hilbert curve, reversed                           |
+| `spiral`        | 2  | 2                | clockwise spiral inwards, reversed                            |
+| `window`        | 1  | 1                | window by window (`window_size`, default 7)                   |
+| `window2`       | 2  | 2                | `window` + reversed                                           |
+| `atrous`        | s*s| 1                | step x step sub-lattices (EfficientVMamba ES2D, `step`=2)     |
+| `grouped`       | K  | 1                | route k of a base scan (default `cross`) on channel group k (GroupMamba) |
+
+Variants with reversals are separate names (not options) so that a backbone picks any of them
+with a plain ``scan='snake4'`` string.
+"""
+import math
+from typing import Callable, ClassVar, List, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from . import paths
+from .base import Scan, create_scan, register_scan
+
+__all__ = [
+    'RasterScan', 'BidirectionalScan', 'CrossScan', 'SnakeScan', 'Snake4Scan', 'DiagonalScan', 'Diagonal4Scan',
+    'HilbertScan', 'SpiralScan', 'WindowScan', 'Window2Scan', 'AtrousScan', 'GroupedScan',
+]
+
+PathFn = Callable[[int, int], Tensor]
+
+
+def _positive_int(owner: str, name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f'scan {owner!r}: {name} must be an int >= 1, got {value!r}')
+    return value
+
+
+class _PathScan(Scan):
+    """Routes = base paths over all tokens, then (if ``reverse``) each base path reversed, in that order."""
+    path_fns: ClassVar[Tuple[PathFn, ...]] = ()
+    reverse: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.path_fns:
+            cls.num_routes = cls.visits_per_token = len(cls.path_fns) * (2 if cls.reverse else 1)
+
+    def _base_paths(self, height: int, width: int) -> List[Tensor]:
+        return [path(height, width) for path in self.path_fns]
+
+    def _build_routes(self, height: int, width: int) -> Tensor:
+        routes = self._base_paths(height, width)
+        if self.reverse:
+            routes += [route.flip(0) for route in routes]
+        return torch.stack(routes)
+
+
+@register_scan('raster')
+class RasterScan(_PathScan):
+    """One row-major route (h * W + w), the plain ``x.flatten(2)`` of Mamba-on-images.
+
+    Used alone by Spatial-Mamba (EdwardChasel/Spatial-Mamba) and MSVMamba's full-resolution branch
+    (YuHengsss/MSVMamba). ``flatten``/``merge`` are zero-copy views.
+    """
+    path_fns = (paths.row_major,)
+
+
+@register_scan('bidirectional')
+class BidirectionalScan(_PathScan):
+    """Vim (Zhu et al. 2024, hustvl/Vim): the row-major patch sequence forward and backward (flipped)."""
+    path_fns = (paths.row_major,)
+    reverse = True
+
+
+@register_scan('cross')
+class CrossScan(_PathScan):
+    """VMamba SS2D cross scan (Liu et al. 2024, MzeroMiko/VMamba ``cross_scan_fwd``), the VMamba default.
+
+    Routes in the official order (weight-compatible): 0 row-major ``x.flatten(2)``, 1 column-major
+    ``x.transpose(2, 3).flatten(2)``, 2 route 0 reversed, 3 route 1 reversed. Merge is the plain sum
+    of the four un-permuted outputs, like ``cross_merge_fwd``.
+    """
+    path_fns = (paths.row_major, paths.column_major)
+    reverse = True
+
+
+@register_scan('snake')
+class SnakeScan(_PathScan):
+    """Boustrophedon (zigzag) scans: 0 over rows (even rows left to right, odd ones back), 1 the same over columns.
+
+    Consecutive tokens are always grid neighbours. This is the "C" head pattern of MHS-VM (PixDeep/MHS-VM).
+    """
+    path_fns = (paths.row_snake, paths.column_snake)
+
+
+@register_scan('snake4')
+class Snake4Scan(_PathScan):
+    """``snake`` followed by both routes reversed (K=4), the way MHS-VM feeds each pattern to its SSM."""
+    path_fns = (paths.row_snake, paths.column_snake)
+    reverse = True
+
+
+@register_scan('diagonal')
+class DiagonalScan(_PathScan):
+    """Diagonal scans, one per diagonal family.
+
+    Route 0 visits the anti-diagonals h + w = 0, 1, ... (tokens sorted by h + w, then h), route 1 is
+    its mirror image (w -> W-1-w): the lines h - w = const from the top-right corner. Unlike MHS-VM's
+    "X" head, lines are not traversed in alternating (zigzag) directions.
+    """
+    path_fns = (paths.anti_diagonals, paths.main_diagonals)
+
+
+@register_scan('diagonal4')
+class Diagonal4Scan(_PathScan):
+    """``diagonal`` followed by both routes reversed (K=4)."""
+    path_fns = (paths.anti_diagonals, paths.main_diagonals)
+    reverse = True
+
+
+@register_scan('hilbert')
+class HilbertScan(_PathScan):
+    """Generalized Hilbert curve ("gilbert", J. Cervený) for any H x W, and its reverse.
+
+    Starts at the top-left corner along the longer side. Consecutive tokens are 4-neighbours, except
+    for exactly one diagonal step when the longer side is odd and the shorter one even and >= 4.
+    """
+    path_fns = (paths.hilbert,)
+    reverse = True
+
+
+@register_scan('spiral')
+class SpiralScan(_PathScan):
+    """Clockwise spiral from the top-left corner inwards (right, down, left, up, next ring), and its reverse.
+
+    MHS-VM's "S" head pairs the spiral with its vertical mirror instead of its reverse.
+    """
+    path_fns = (paths.spiral,)
+    reverse = True
+
+
+@register_scan('window')
+class WindowScan(_PathScan):
+    """Local window scan: windows in raster order, raster order inside each window (cf. LocalMamba's local scans).
+
+    Windows at the right/bottom edge are simply smaller when the size is not a multiple of the
+    window, so any H, W works and no token is padded.
+
+    Args:
+        window_size: Window height and width (int) or (height, width).
+    """
+    num_routes = visits_per_token = 1
+
+    def __init__(self, window_size: Union[int, Tuple[int, int]] = 7) -> None:
+        super().__init__()
+        size = (window_size, window_size) if isinstance(window_size, int) else window_size
+        if not isinstance(size, (tuple, list)) or len(size) != 2:
+            raise ValueError(f'scan {self.name!r}: window_size must be an int or (height, width), got {window_size!r}')
+        self.window_size = tuple(_positive_int(self.name, 'window_size', s) for s in size)
+
+    def _base_paths(self, height: int, width: int) -> List[Tensor]:
+        return [paths.windows(height, width, self.window_size)]
+
+    def extra_repr(self) -> str:
+        return f'window_size={self.window_size}'
+
+
+@register_scan('window2')
+class Window2Scan(WindowScan):
+    """``window`` and its reverse (K=2)."""
+    num_routes = visits_per_token = 2
+    reverse = True
+
+
+@register_scan('atrous')
+class AtrousScan(Scan):
+    """EfficientVMamba ES2D atrous scan (Pei et al. 2024, TerryPei/EfficientVMamba ``EfficientScan``).
+
+    The map is split into its step x step polyphase sub-lattices ``x[..., i::step, j::step]``; each
+    is scanned once by its own route and merged back by scattering (visits_per_token 1). Route k
+    covers phase (i, j) = (k % step, k // step), row-major for even k and column-major for odd k, so
+    for step 2 (the only step the official code supports) the order is exactly the official one:
+    0 = (0, 0) row-major, 1 = (1, 0) column-major, 2 = (0, 1) row-major, 3 = (1, 1) column-major.
+
+    Sizes that are not multiples of ``step`` follow the official code exactly: the map is zero-padded
+    right/bottom to multiples of ``step``, so L = ceil(H/step) * ceil(W/step) for every route and a
+    padded cell sits where the padded map puts it, which for column-major routes (bottom padding)
+    and row-major routes (right padding) is inside the route, not at its end. That matters for
+    weight compatibility: zero inputs still decay the SSM state (delta = softplus(dt_bias) > 0), so
+    moving the pads to the end would change the outputs of real tokens. In the index plan these
+    cells hold the sentinel H * W: ``flatten`` reads 0 there and ``merge`` drops them, like the
+    official crop.
+
+    Args:
+        step: Sub-sampling step s; K = s * s routes.
+    """
+    visits_per_token = 1
+
+    def __init__(self, step: int = 2) -> None:
+        super().__init__()
+        self.step = _positive_int(self.name, 'step', step)
+        self.num_routes = self.step * self.step
+
+    def route_length(self, height: int, width: int) -> int:
+        self.check_size(height, width)
+        return math.ceil(height / self.step) * math.ceil(width / self.step)
+
+    def _build_routes(self, height: int, width: int) -> Tensor:
+        s = self.step
+        return torch.stack([
+            paths.sublattice(height, width, s, (k % s, k // s), column_first=bool(k % 2)) for k in range(s * s)])
+
+    def extra_repr(self) -> str:
+        return f'step={self.step}'
+
+
+@register_scan('grouped')
+class GroupedScan(Scan):
+    """GroupMamba channel-grouped scan (Shaker et al. 2024, Amshaker/GroupMamba ``GroupMambaLayer``).
+
+    Channels are split into K contiguous groups (``x.chunk(K, dim=1)``); route k of the base scan
+    reads channel group k only, so ``flatten`` returns (B, K, C/K, L) and ``merge`` un-permutes each
+    group and concatenates them back (each channel of each token once: visits_per_token 1). With the
+    default base ``cross``, group g scans row, column, row reversed, column reversed, GroupMamba's
+    order. The base must visit every token once per route (any K-route scan without padding).
+
+    Args:
+        base: Name of the base scan, or a scan instance (e.g. ``create_scan('window', window_size=4)``).
+    """
+    splits_channels = True
+    visits_per_token = 1
+
+    def __init__(self, base: Union[str, Scan] = 'cross') -> None:
+        super().__init__()
+        self.base = create_scan(base) if isinstance(base, str) else base
+        if not isinstance(self.base, Scan):
+            raise TypeError(f'scan {self.name!r}: base must be a scan name or a Scan, got {type(base).__name__}')
+        if self.base.splits_channels or self.base.visits_per_token != self.base.num_routes:
+            raise ValueError(f'scan {self.name!r}: base {self.base.name!r} must have routes that each visit every '
+                             f'token once (visits_per_token == num_routes); it has K={self.base.num_routes}, '
+                             f'visits_per_token={self.base.visits_per_token}; use e.g. cross, snake4, hilbert')
+        self.num_routes = self.base.num_routes
+
+    def check_size(self, height: int, width: int) -> None:
+        self.base.check_size(height, width)
+
+    def route_length(self, height: int, width: int) -> int:
+        return self.base.route_length(height, width)
+
+    def channels_per_route(self, channels: int) -> int:
+        if channels % self.num_routes:
+            raise ValueError(f'scan {self.name!r} splits channels into K={self.num_routes} groups (one per route of '
+                             f'{self.base.name!r}), but got C={channels}, not divisible by {self.num_routes}; use a '
+                             f'channel count that is a multiple of {self.num_routes}')
+        return channels // self.num_routes
+
+    def _build_routes(self, height: int, width: int) -> Tensor:
+        return self.base.index_plan(height, width)
+
+    def extra_repr(self) -> str:
+        return f'base={self.base.name!r}'
