@@ -244,19 +244,27 @@ def _next_pow2(x: int) -> int:
     return 1 << max(0, (x - 1).bit_length())
 
 
-def launch_config(dstate: int, length: int, dim_per_group: int) -> Tuple[int, int, int]:
-    """(BLOCK_D, BLOCK_L, num_warps) for a problem; forward and backward must agree on BLOCK_L."""
+def launch_config(dstate: int, length: int, dim_per_group: int, backward: bool) -> Tuple[int, int, int]:
+    """(BLOCK_D, BLOCK_L, num_warps) for one pass; BLOCK_L depends only on (dstate, length) so that the
+    backward walks the chunks whose start states the forward saved.
+
+    Chosen from a block-size sweep on an H100 (benchmarks/selective_scan.md): at N = 1 narrow programs
+    (4 channels, one warp) keep every reduction inside a warp; at N = 16 and long sequences wider programs
+    amortise the B/C rows and the dB/dC reductions over more channels.
+    """
     if INTERPRET:
         # Tiny tiles keep the interpreter fast and make tests cross several chunks and masked tails.
         return min(4, _next_pow2(dim_per_group)), min(16, _next_pow2(length)), 1
-    n_pad = _next_pow2(dstate)
-    if n_pad == 1:
-        block_d, block_l, warps = 16, 256, 4
+    if dstate == 1:
+        block_l = 32 if length <= 256 else 64
+        block_d, warps = 4, 1
+    elif length >= 1024:
+        block_l = 64
+        block_d, warps = (32, 4) if backward else (16, 4)
     else:
-        block_d, block_l, warps = 4, 64, 4
-    block_l = min(block_l, max(16, _next_pow2(length)))
-    block_d = min(block_d, _next_pow2(dim_per_group))
-    return block_d, block_l, warps
+        block_l = 16
+        block_d, warps = 8, 1
+    return min(block_d, _next_pow2(dim_per_group)), block_l, warps
 
 
 def _or_dummy(dummy: torch.Tensor, *tensors: Optional[torch.Tensor]):
@@ -286,7 +294,7 @@ def selective_scan_fwd(
     batch, dim, length = u.shape
     groups, dstate = B.shape[1], B.shape[2]
     dim_per_group = dim // groups
-    block_d, block_l, warps = launch_config(dstate, length, dim_per_group)
+    block_d, block_l, warps = launch_config(dstate, length, dim_per_group, backward=False)
     n_pad = _next_pow2(dstate)
     n_chunks = triton.cdiv(length, block_l)
     blocks_per_group = triton.cdiv(dim_per_group, block_d)
@@ -333,7 +341,7 @@ def selective_scan_bwd(
     batch, dim, length = u.shape
     groups, dstate = B.shape[1], B.shape[2]
     dim_per_group = dim // groups
-    block_d, block_l, warps = launch_config(dstate, length, dim_per_group)
+    block_d, block_l, warps = launch_config(dstate, length, dim_per_group, backward=True)
     n_pad = _next_pow2(dstate)
     blocks_per_group = triton.cdiv(dim_per_group, block_d)
     has_states = triton.cdiv(length, block_l) > 1
