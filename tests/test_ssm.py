@@ -1,0 +1,166 @@
+"""Tests of the shared selective-SSM core ``backbones.ssm.SelectiveSSM``."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from backbones.ssm import SelectiveSSM, ssm_no_weight_decay
+
+
+def _randomise(ssm: SelectiveSSM, seed: int = 0) -> SelectiveSSM:
+    """Move every parameter off its (often constant) init so that a wrong index or split shows."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in ssm.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return ssm
+
+
+def _reference(ssm: SelectiveSSM, xs: torch.Tensor, z=None, route_offset: int = 0) -> torch.Tensor:
+    """Per-route, per-time-step float64 loop straight from the S6 equations."""
+    batch, routes, channels, length = xs.shape
+    rank, dstate = ssm.dt_rank, ssm.d_state
+    xs = xs.double()
+    out = torch.empty_like(xs)
+    for k in range(routes):
+        p = 0 if ssm.shared_proj else route_offset + k
+        r = route_offset + k
+        dbc = torch.einsum('cd,bdl->bcl', ssm.x_proj_weight[p].double(), xs[:, k])
+        dt_low, Bs, Cs = dbc[:, :rank], dbc[:, rank:rank + dstate], dbc[:, rank + dstate:]
+        delta = torch.einsum('dr,brl->bdl', ssm.dt_projs_weight[p].double(), dt_low)
+        delta = F.softplus(delta + ssm.dt_projs_bias[p].double()[None, :, None])
+        A = -torch.exp(ssm.A_logs.double().view(ssm.num_routes, channels, dstate)[r])
+        D = ssm.Ds.double().view(ssm.num_routes, channels)[r]
+        h = xs.new_zeros(batch, channels, dstate)
+        for t in range(length):
+            h = torch.exp(delta[:, :, t, None] * A) * h + delta[:, :, t, None] * Bs[:, None, :, t] * xs[:, k, :, t, None]
+            y = (h * Cs[:, None, :, t]).sum(-1) + D * xs[:, k, :, t]
+            if z is not None:
+                y = y * F.silu(z[:, k, :, t].double())
+            out[:, k, :, t] = y
+    return out
+
+
+def test_mamba_initialisation():
+    torch.manual_seed(0)
+    ssm = SelectiveSSM(64, d_state=4, dt_rank=3, num_routes=4)
+    assert ssm.x_proj_weight.shape == (4, 3 + 2 * 4, 64)
+    assert ssm.dt_projs_weight.shape == (4, 64, 3) and ssm.dt_projs_bias.shape == (4, 64)
+    assert ssm.A_logs.shape == (4 * 64, 4) and ssm.Ds.shape == (4 * 64,)
+    assert ssm.x_proj_weight.abs().max() <= 64 ** -0.5
+    assert ssm.dt_projs_weight.abs().max() <= 3 ** -0.5
+    assert ssm.dt_projs_weight.abs().max() > 0.8 * 3 ** -0.5  # uniform over the whole range, not a tiny init
+    dt = F.softplus(ssm.dt_projs_bias)
+    assert dt.min() >= 1e-3 * (1 - 1e-5) and dt.max() <= 0.1 * (1 + 1e-5)
+    # log-uniform: about half of the samples below the geometric mean sqrt(1e-3 * 0.1) = 0.01
+    assert 0.35 < (dt < 0.01).float().mean() < 0.65
+    torch.testing.assert_close(ssm.A_logs, torch.log(torch.arange(1., 5.)).expand(4 * 64, 4))
+    assert bool((ssm.Ds == 1).all())
+
+
+def test_dt_init_floor():
+    ssm = SelectiveSSM(256, d_state=1, dt_rank=1, dt_min=1e-6, dt_max=2e-6, dt_init_floor=1e-4)
+    torch.testing.assert_close(F.softplus(ssm.dt_projs_bias), torch.full((1, 256), 1e-4))
+
+
+@pytest.mark.parametrize('shared_proj', [False, True])
+def test_matches_reference(shared_proj):
+    torch.manual_seed(0)
+    ssm = _randomise(SelectiveSSM(5, d_state=3, dt_rank=2, num_routes=3, shared_proj=shared_proj))
+    if shared_proj:
+        assert ssm.x_proj_weight.shape[0] == ssm.dt_projs_weight.shape[0] == ssm.dt_projs_bias.shape[0] == 1
+        assert ssm.A_logs.shape[0] == ssm.Ds.shape[0] == 3 * 5
+    xs = torch.randn(2, 3, 5, 9)
+    z = torch.randn(2, 3, 5, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(ssm(xs).double(), _reference(ssm, xs), atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(ssm(xs, z).double(), _reference(ssm, xs, z), atol=2e-5, rtol=1e-4)
+        # route_offset selects the parameter groups of a subset of routes (MSVMamba's separate branches)
+        torch.testing.assert_close(
+            ssm(xs[:, 1:], route_offset=1).double(), _reference(ssm, xs[:, 1:], route_offset=1), atol=2e-5,
+            rtol=1e-4)
+
+
+def test_routes_are_independent_parameter_groups():
+    torch.manual_seed(0)
+    ssm = _randomise(SelectiveSSM(6, d_state=2, dt_rank=1, num_routes=4))
+    xs = torch.randn(2, 4, 6, 11)
+    with torch.no_grad():
+        full = ssm(xs)
+        for k in range(4):
+            torch.testing.assert_close(ssm(xs[:, k:k + 1], route_offset=k), full[:, k:k + 1])
+
+
+def test_forward_states():
+    torch.manual_seed(0)
+    ssm = _randomise(SelectiveSSM(4, d_state=3, dt_rank=1, num_routes=2))
+    xs = torch.randn(2, 2, 4, 10)
+    with torch.no_grad():
+        h, C = ssm.forward_states(xs)
+        assert h.shape == (2, 2, 4, 3, 10) and C.shape == (2, 2, 3, 10)
+        y = (h * C[:, :, None]).sum(3) + ssm.Ds.view(1, 2, 4, 1) * xs
+        torch.testing.assert_close(y, ssm(xs), atol=1e-5, rtol=1e-5)
+
+
+def test_backward_reaches_every_parameter():
+    ssm = SelectiveSSM(4, d_state=2, dt_rank=1, num_routes=2)
+    xs = torch.randn(2, 2, 4, 8, requires_grad=True)
+    ssm(xs).square().sum().backward()
+    assert xs.grad is not None
+    for name, p in ssm.named_parameters():
+        assert p.grad is not None and bool(p.grad.abs().sum() > 0), name
+
+
+@pytest.mark.parametrize('force_fp32', [False, True])
+def test_half_inputs_give_float32_outputs(force_fp32):
+    ssm = SelectiveSSM(4, d_state=2, dt_rank=1, num_routes=2, force_fp32=force_fp32)
+    xs = torch.randn(2, 2, 4, 8)
+    with torch.no_grad():
+        ref = ssm(xs)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            out = ssm(xs.bfloat16())
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, atol=0.05, rtol=0.05)
+
+
+def test_float64_stays_float64():
+    ssm = SelectiveSSM(4, d_state=2, dt_rank=1, num_routes=2, force_fp32=True).double()
+    xs = torch.randn(2, 2, 4, 8, dtype=torch.float64)
+    with torch.no_grad():
+        out = ssm(xs)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, _reference(ssm, xs))
+
+
+def test_bad_inputs_raise():
+    ssm = SelectiveSSM(4, d_state=2, dt_rank=1, num_routes=2)
+    with pytest.raises(ValueError, match='channels per route'):
+        ssm(torch.randn(2, 2, 5, 8))
+    with pytest.raises(ValueError, match='route groups'):
+        ssm(torch.randn(2, 2, 4, 8), route_offset=1)
+    with pytest.raises(ValueError, match=r"\(B, K, C', L\)"):
+        ssm(torch.randn(2, 8, 8))
+    with pytest.raises(ValueError, match='gate z'):
+        ssm(torch.randn(2, 2, 4, 8), z=torch.randn(2, 2, 4, 7))
+    with pytest.raises(ValueError, match='d_state'):
+        SelectiveSSM(4, d_state=0, dt_rank=1)
+    with pytest.raises(ValueError, match='dt_min'):
+        SelectiveSSM(4, d_state=1, dt_rank=1, dt_min=0.2, dt_max=0.1)
+
+
+def test_no_weight_decay_names():
+    from timm.optim import param_groups_weight_decay
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.ModuleDict(dict(ssm=SelectiveSSM(4, 2, 1, 2))))
+    names = ssm_no_weight_decay(model)
+    assert names == {'1.ssm.A_logs', '1.ssm.Ds', '1.ssm.dt_projs_bias'}
+    groups = param_groups_weight_decay(model, weight_decay=0.05, no_weight_decay_list=names)
+    no_decay = {id(p) for g in groups if g['weight_decay'] == 0 for p in g['params']}
+    params = dict(model.named_parameters())
+    assert all(id(params[n]) in no_decay for n in names)
+    assert id(params['1.ssm.x_proj_weight']) not in no_decay and id(params['0.weight']) not in no_decay
+
+
+def test_meta_device_construction():
+    with torch.device('meta'):
+        ssm = SelectiveSSM(8, d_state=4, dt_rank=1, num_routes=4)
+    assert ssm.A_logs.is_meta and sum(p.numel() for p in ssm.parameters()) == 4 * (9 * 8 + 8 + 8 + 8 * 4 + 8)
