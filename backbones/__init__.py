@@ -3,5 +3,6 @@
 ``backbones.ssm`` holds the selective-SSM core that the SSM families share.
 """
 from .ssm import SelectiveSSM, ssm_no_weight_decay
+from .vmamba import VMamba
 
-__all__ = ['SelectiveSSM', 'ssm_no_weight_decay']
+__all__ = ['SelectiveSSM', 'VMamba', 'ssm_no_weight_decay']

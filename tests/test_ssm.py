@@ -32,7 +32,8 @@ def _reference(ssm: SelectiveSSM, xs: torch.Tensor, z=None, route_offset: int = 
         D = ssm.Ds.double().view(ssm.num_routes, channels)[r]
         h = xs.new_zeros(batch, channels, dstate)
         for t in range(length):
-            h = torch.exp(delta[:, :, t, None] * A) * h + delta[:, :, t, None] * Bs[:, None, :, t] * xs[:, k, :, t, None]
+            dt = delta[:, :, t, None]
+            h = torch.exp(dt * A) * h + dt * Bs[:, None, :, t] * xs[:, k, :, t, None]
             y = (h * Cs[:, None, :, t]).sum(-1) + D * xs[:, k, :, t]
             if z is not None:
                 y = y * F.silu(z[:, k, :, t].double())
