@@ -112,6 +112,21 @@ def test_extreme_steps(backend):
     check_against_oracle(inputs, rtol=6e-4, atol=2e-3, backend=backend, delta_softplus=True)
 
 
+@pytest.mark.parametrize('length', [1, 15, 16, 17, 48, 100])
+@pytest.mark.parametrize('reverse', [False, True])
+def test_linear_recurrence_matches_a_loop(length, reverse):
+    from kernels.torch_backend import linear_recurrence
+    gen = torch.Generator().manual_seed(length)
+    a, b = torch.rand(2, 3, length, generator=gen, dtype=torch.float64), torch.randn(2, 3, length, generator=gen,
+                                                                                      dtype=torch.float64)
+    steps = range(length - 1, -1, -1) if reverse else range(length)
+    h, expected = torch.zeros(2, 3, dtype=torch.float64), torch.empty_like(b)
+    for t in steps:
+        h = a[..., t] * h + b[..., t]
+        expected[..., t] = h
+    torch.testing.assert_close(linear_recurrence(a, b, reverse=reverse), expected)
+
+
 def test_delta_dtype_may_differ_from_u():
     """Unlike mamba_ssm (Expected delta.scalar_type() == input_type) a float32 delta with half u is fine."""
     inputs = make_inputs(dim=4, groups=1, dstate=2, length=8, dtype=torch.float16)
