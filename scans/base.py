@@ -10,9 +10,10 @@ friendly).
 Padding convention of index plans: a route that visits fewer than L real tokens is filled with
 the sentinel index ``H * W`` ("the token after the last one"). ``flatten`` reads zeros there and
 ``merge`` drops whatever the route produced there. Sentinels belong at the end of a route, so that
-a causal recurrence over the real tokens is unaffected; the one exception is ``atrous``, which
-reproduces EfficientVMamba's zero padding exactly, pads inside routes included (see its docstring).
-Every other built-in scan visits all H * W tokens on every route and has no padding.
+a causal recurrence over the real tokens is unaffected. Two exceptions pad inside routes on purpose:
+``atrous``, which reproduces EfficientVMamba's zero padding exactly, and ``window`` with ``pad=True``,
+which fills every edge window up to full size for window attention (see their docstrings). Every
+other built-in scan visits all H * W tokens on every route and has no padding.
 """
 import inspect
 import operator

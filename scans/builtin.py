@@ -11,7 +11,7 @@
 | `diagonal4`     | 4  | 4                | `diagonal` + both reversed                                    |
 | `hilbert`       | 2  | 2                | generalized Hilbert curve, reversed                           |
 | `spiral`        | 2  | 2                | clockwise spiral inwards, reversed                            |
-| `window`        | 1  | 1                | window by window (`window_size`, default 7)                   |
+| `window`        | 1  | 1                | window by window (`window_size`, default 7; `shift`, `pad`: Swin) |
 | `window2`       | 2  | 2                | `window` + reversed                                           |
 | `atrous`        | s*s| 1                | step x step sub-lattices (EfficientVMamba ES2D, `step`=2)     |
 | `grouped`       | K  | 1                | route k of a base scan (default `cross`) on channel group k (GroupMamba) |
@@ -40,6 +40,15 @@ def _positive_int(owner: str, name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f'scan {owner!r}: {name} must be an int >= 1, got {value!r}')
     return value
+
+
+def _int_pair(owner: str, name: str, value: object, minimum: int) -> Tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if (not isinstance(pair, (tuple, list)) or len(pair) != 2
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < minimum for v in pair)):
+        raise ValueError(f'scan {owner!r}: {name} must be an int >= {minimum} or a pair (height, width) of them, '
+                         f'got {value!r}')
+    return tuple(pair)
 
 
 class _PathScan(Scan):
@@ -150,26 +159,50 @@ class SpiralScan(_PathScan):
 class WindowScan(_PathScan):
     """Local window scan: windows in raster order, raster order inside each window (cf. LocalMamba's local scans).
 
-    Windows at the right/bottom edge are simply smaller when the size is not a multiple of the
-    window, so any H, W works and no token is padded.
+    By default, windows at the right/bottom edge are simply smaller when the size is not a multiple of
+    the window, so any H, W works and no token is padded.
+
+    Two options make it the token layout of (shifted) window attention (Swin). ``shift`` rolls the map
+    cyclically first (the route reads ``torch.roll(x, (-shift_h, -shift_w))``), so the windows of the
+    route are Swin's shifted windows, and ``merge`` rolls back. ``pad`` pads the rolled map at the
+    right/bottom to multiples of the window (roll, then pad, like timm's Swin), so every window is full
+    and a (B, 1, C, L) route reshapes to one group of ``window_h * window_w`` tokens per window:
+    L = ceil(H / window_h) * window_h * ceil(W / window_w) * window_w. The padding (sentinel H * W) sits
+    inside the route, in the edge windows, where ``flatten`` reads zeros and ``merge`` drops it; a
+    causal recurrence would see those zeros mid-route, so ``pad`` is meant for attention.
 
     Args:
         window_size: Window height and width (int) or (height, width).
+        shift: Cyclic shift, int or (height, width), each >= 0; Swin uses window_size // 2.
+        pad: Pad to full windows (see above).
     """
     num_routes = visits_per_token = 1
 
-    def __init__(self, window_size: Union[int, Tuple[int, int]] = 7) -> None:
+    def __init__(
+            self,
+            window_size: Union[int, Tuple[int, int]] = 7,
+            shift: Union[int, Tuple[int, int]] = 0,
+            pad: bool = False,
+    ) -> None:
         super().__init__()
-        size = (window_size, window_size) if isinstance(window_size, int) else window_size
-        if not isinstance(size, (tuple, list)) or len(size) != 2:
-            raise ValueError(f'scan {self.name!r}: window_size must be an int or (height, width), got {window_size!r}')
-        self.window_size = tuple(_positive_int(self.name, 'window_size', s) for s in size)
+        self.window_size = _int_pair(self.name, 'window_size', window_size, minimum=1)
+        self.shift = _int_pair(self.name, 'shift', shift, minimum=0)
+        if not isinstance(pad, bool):
+            raise ValueError(f'scan {self.name!r}: pad must be a bool, got {pad!r}')
+        self.pad = pad
+
+    def route_length(self, height: int, width: int) -> int:
+        self.check_size(height, width)
+        if not self.pad:
+            return height * width
+        wh, ww = self.window_size
+        return math.ceil(height / wh) * wh * math.ceil(width / ww) * ww
 
     def _base_paths(self, height: int, width: int) -> List[Tensor]:
-        return [paths.windows(height, width, self.window_size)]
+        return [paths.windows(height, width, self.window_size, self.shift, self.pad)]
 
     def extra_repr(self) -> str:
-        return f'window_size={self.window_size}'
+        return f'window_size={self.window_size}, shift={self.shift}, pad={self.pad}'
 
 
 @register_scan('window2')

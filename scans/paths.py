@@ -125,14 +125,32 @@ def hilbert(height: int, width: int) -> Tensor:
     return torch.tensor(order, dtype=torch.long)
 
 
-def windows(height: int, width: int, window: Tuple[int, int]) -> Tensor:
-    """Window by window (windows in raster order), raster order inside each; edge windows are smaller."""
+def windows(
+        height: int,
+        width: int,
+        window: Tuple[int, int],
+        shift: Tuple[int, int] = (0, 0),
+        pad: bool = False,
+) -> Tensor:
+    """Window by window (windows in raster order), raster order inside each, over the map rolled by ``-shift``.
+
+    Step i reads what ``torch.roll(x, (-shift[0], -shift[1]), dims=(H, W))`` holds at the i-th position of
+    the window order: Swin's cyclic shift, for which the shifted windows of a map are the plain windows of
+    the rolled map. Without ``pad`` the windows at the right/bottom edge are smaller; with ``pad`` the
+    rolled map is padded at the right/bottom to multiples of the window (after the roll, like timm's
+    Swin), every window is full, and the steps on the padding get the sentinel ``height * width``.
+    """
     wh, ww = window
-    h = torch.arange(height).view(-1, 1)
-    w = torch.arange(width).view(1, -1)
-    window_id = (h // wh) * math.ceil(width / ww) + w // ww
-    key = window_id * (wh * ww) + (h % wh) * ww + w % ww  # unique per token
-    return torch.argsort(key.reshape(-1))
+    frame_h = math.ceil(height / wh) * wh if pad else height
+    frame_w = math.ceil(width / ww) * ww if pad else width
+    h = torch.arange(frame_h).view(-1, 1)
+    w = torch.arange(frame_w).view(1, -1)
+    window_id = (h // wh) * math.ceil(frame_w / ww) + w // ww
+    key = window_id * (wh * ww) + (h % wh) * ww + w % ww  # unique per position of the (padded) rolled map
+    order = torch.argsort(key.reshape(-1))
+    h, w = order // frame_w, order % frame_w
+    token = ((h + shift[0]) % height) * width + (w + shift[1]) % width
+    return torch.where((h < height) & (w < width), token, height * width)
 
 
 def sublattice(height: int, width: int, step: int, phase: Tuple[int, int], column_first: bool) -> Tensor:

@@ -276,6 +276,60 @@ def test_window_orders():
         [0, 1, 4, 5, 2, 3, 6, 7], [7, 6, 3, 2, 5, 4, 1, 0]]
 
 
+def _shifted_windows_reference(x: torch.Tensor, window, shift) -> torch.Tensor:
+    """Swin's shifted-window partition as timm writes it: roll by -shift, pad right/bottom, cut windows."""
+    (wh, ww), (sh, sw) = window, shift
+    height, width = x.shape[-2:]
+    x = torch.roll(x, (-sh, -sw), dims=(2, 3))
+    x = F.pad(x, (0, -width % ww, 0, -height % wh))
+    b, c, hp, wp = x.shape
+    return x.view(b, c, hp // wh, wh, wp // ww, ww).permute(0, 1, 2, 4, 3, 5).reshape(b, c, -1)
+
+
+def _shifted_windows_reverse_reference(ys: torch.Tensor, size, window, shift) -> torch.Tensor:
+    """The inverse: windows back to the padded map, crop, roll by +shift."""
+    (wh, ww), (sh, sw), (height, width) = window, shift, size
+    hp, wp = math.ceil(height / wh) * wh, math.ceil(width / ww) * ww
+    b, c, _ = ys.shape
+    y = ys.view(b, c, hp // wh, wp // ww, wh, ww).permute(0, 1, 2, 4, 3, 5).reshape(b, c, hp, wp)
+    return torch.roll(y[:, :, :height, :width], (sh, sw), dims=(2, 3))
+
+
+@pytest.mark.parametrize(('size', 'window', 'shift'), [
+    ((7, 7), (7, 7), (3, 3)), ((14, 14), (7, 7), (3, 3)), ((9, 16), (7, 7), (3, 3)), ((3, 5), (2, 2), (1, 1)),
+    ((8, 6), (3, 4), (1, 2)), ((7, 10), (7, 7), (0, 3)), ((1, 7), (1, 3), (0, 0)), ((5, 5), (2, 2), (4, 0)),
+])
+@pytest.mark.parametrize('pad', [True, False])
+def test_window_shift_and_pad_are_roll_pad_partition(size, window, shift, pad):
+    scan = create_scan('window', window_size=window, shift=shift, pad=pad)
+    x = _int_map(scan, size)
+    xs = scan.flatten(x)
+    if pad or all(s % w == 0 for s, w in zip(size, window)):
+        assert xs.shape[-1] == math.prod(math.ceil(s / w) * w for s, w in zip(size, window))
+        torch.testing.assert_close(xs[:, 0], _shifted_windows_reference(x, window, shift), rtol=0, atol=0)
+        ys = torch.randn_like(xs)
+        torch.testing.assert_close(
+            scan.merge(ys, size), _shifted_windows_reverse_reference(ys[:, 0], size, window, shift), rtol=0, atol=0)
+    else:  # smaller edge windows over the rolled map
+        rolled = torch.roll(x, (-shift[0], -shift[1]), dims=(2, 3))
+        torch.testing.assert_close(xs, create_scan('window', window_size=window).flatten(rolled), rtol=0, atol=0)
+    assert torch.equal(scan.merge(xs, size), x)
+
+
+def test_window_options_hand_checked():
+    # 3x3 rolled by (-1, -1) is [[4, 5, 3], [7, 8, 6], [1, 2, 0]], padded to 4x4 (sentinel 9), 2x2 windows.
+    scan = create_scan('window', window_size=2, shift=1, pad=True)
+    assert scan.index_plan(3, 3).tolist() == [[4, 5, 7, 8, 3, 9, 6, 9, 1, 2, 9, 9, 0, 9, 9, 9]]
+    assert scan.route_length(3, 3) == 16 and scan.route_length(4, 4) == 16
+    assert create_scan('window', window_size=2, shift=(0, 1)).index_plan(2, 3).tolist() == [[1, 2, 4, 5, 0, 3]]
+    # window2 takes the same options: the shifted, padded route and its reverse.
+    window2 = create_scan('window2', window_size=2, shift=1, pad=True)
+    plan = window2.index_plan(3, 3)
+    assert plan[0].tolist() == scan.index_plan(3, 3)[0].tolist() and plan[1].tolist() == plan[0].flip(0).tolist()
+    x = _int_map(window2, (3, 3))
+    assert torch.equal(window2.merge(window2.flatten(x), (3, 3)), 2 * x)
+
+
 def test_path_orders():
     assert create_scan('snake').index_plan(3, 3).tolist() == [[0, 1, 2, 5, 4, 3, 6, 7, 8], [0, 3, 6, 7, 4, 1, 2, 5, 8]]
     assert create_scan('snake4').index_plan(2, 2).tolist() == [[0, 1, 3, 2], [0, 2, 3, 1], [2, 3, 1, 0], [1, 3, 2, 0]]
@@ -351,6 +405,10 @@ def test_unknown_name_lists_known_scans():
     ('window', {'window_size': 0}, ValueError, 'window_size'),
     ('window', {'window_size': (2,)}, ValueError, 'window_size'),
     ('window', {'window_size': 2.5}, ValueError, 'window_size'),
+    ('window', {'shift': -1}, ValueError, 'shift'),
+    ('window', {'shift': (1, 2, 3)}, ValueError, 'shift'),
+    ('window', {'shift': True}, ValueError, 'shift'),
+    ('window', {'pad': 1}, ValueError, 'pad'),
     ('atrous', {'step': 0}, ValueError, 'step'),
     ('atrous', {'step': 2.0}, ValueError, 'step'),
     ('grouped', {'base': 'atrous'}, ValueError, 'visit every token once'),
