@@ -87,7 +87,9 @@ class MiddleTokenScan:
         if plan is None:
             plan = self._cpu_plans.get((height, width))
             if plan is None:
-                plan = self._cpu_plans.setdefault((height, width), self._make_plan(height, width))
+                # Plans live on the CPU even when a model is built under a device context (e.g. 'meta').
+                with torch.device('cpu'):
+                    plan = self._cpu_plans.setdefault((height, width), self._make_plan(height, width))
             if dev.type != 'cpu':
                 plan = _TokenPlan(plan.index.to(dev), plan.inverse.to(dev), plan.identity)
                 plan = self._plans.setdefault((height, width, plan.index.device), plan)

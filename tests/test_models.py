@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 import timm
+from timm.layers import get_channel_dim
 from timm.models import model_entrypoint
 from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 
@@ -102,7 +103,8 @@ def test_reset_classifier(name):
     x = _input()
     with torch.no_grad():
         features = model.forward_features(x)
-        assert features.shape[1] == model.num_features
+        # The channel axis follows output_fmt, as in timm: NCHW maps, NHWC maps, NLC token sequences.
+        assert features.shape[get_channel_dim(getattr(model, 'output_fmt', 'NCHW'))] == model.num_features
         pre_logits = model.forward_head(features, pre_logits=True)
         assert pre_logits.shape == (BATCH, model.head_hidden_size)
 
@@ -112,7 +114,7 @@ def test_reset_classifier(name):
 
         model.reset_classifier(0, '')
         out = model(x)
-        assert out.dim() == 4 and out.shape[:2] == (BATCH, model.num_features)
+        assert out.shape == features.shape  # unpooled: the layout of forward_features
 
         unpooled = _create(name, num_classes=0, global_pool='').eval()
         assert unpooled(x).shape == out.shape
