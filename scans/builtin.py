@@ -166,10 +166,15 @@ class WindowScan(_PathScan):
     cyclically first (the route reads ``torch.roll(x, (-shift_h, -shift_w))``), so the windows of the
     route are Swin's shifted windows, and ``merge`` rolls back. ``pad`` pads the rolled map at the
     right/bottom to multiples of the window (roll, then pad, like timm's Swin), so every window is full
-    and a (B, 1, C, L) route reshapes to one group of ``window_h * window_w`` tokens per window:
-    L = ceil(H / window_h) * window_h * ceil(W / window_w) * window_w. The padding (sentinel H * W) sits
-    inside the route, in the edge windows, where ``flatten`` reads zeros and ``merge`` drops it; a
-    causal recurrence would see those zeros mid-route, so ``pad`` is meant for attention.
+    and a (B, 1, C, L) route reshapes to one group of ``window_h * window_w`` tokens per window. The
+    padding (sentinel H * W) sits inside the route, in the edge windows, where ``flatten`` reads zeros
+    and ``merge`` drops it; a causal recurrence would see those zeros mid-route, so ``pad`` is meant for
+    attention.
+
+    Along an axis no longer than the window there is a single window, so (Swin's rule, in the official
+    code and timm) that axis is never shifted (there is no neighbouring window to connect), and with
+    ``pad`` its window shrinks to the map instead of padding the map up to the window. ``fit`` returns the
+    window (wh, ww) and shift in effect for a size; with ``pad``, L = ceil(H / wh) * wh * ceil(W / ww) * ww.
 
     Args:
         window_size: Window height and width (int) or (height, width).
@@ -191,15 +196,28 @@ class WindowScan(_PathScan):
             raise ValueError(f'scan {self.name!r}: pad must be a bool, got {pad!r}')
         self.pad = pad
 
-    def route_length(self, height: int, width: int) -> int:
+    def fit(self, height: int, width: int) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+        """The (window, shift) in effect on an (height, width) map, each as (height, width).
+
+        Per axis: the window is ``min(window_size, length)`` and the shift is 0 unless the map is longer than
+        the window.
+        """
         self.check_size(height, width)
+        sizes = (height, width)
+        window = tuple(min(win, length) for win, length in zip(self.window_size, sizes))
+        shift = tuple(s if length > win else 0 for s, length, win in zip(self.shift, sizes, self.window_size))
+        return window, shift
+
+    def route_length(self, height: int, width: int) -> int:
         if not self.pad:
+            self.check_size(height, width)
             return height * width
-        wh, ww = self.window_size
+        (wh, ww), _ = self.fit(height, width)
         return math.ceil(height / wh) * wh * math.ceil(width / ww) * ww
 
     def _base_paths(self, height: int, width: int) -> List[Tensor]:
-        return [paths.windows(height, width, self.window_size, self.shift, self.pad)]
+        window, shift = self.fit(height, width)
+        return [paths.windows(height, width, window, shift, self.pad)]
 
     def extra_repr(self) -> str:
         return f'window_size={self.window_size}, shift={self.shift}, pad={self.pad}'

@@ -295,17 +295,27 @@ def _shifted_windows_reverse_reference(ys: torch.Tensor, size, window, shift) ->
     return torch.roll(y[:, :, :height, :width], (sh, sw), dims=(2, 3))
 
 
-@pytest.mark.parametrize(('size', 'window', 'shift'), [
-    ((7, 7), (7, 7), (3, 3)), ((14, 14), (7, 7), (3, 3)), ((9, 16), (7, 7), (3, 3)), ((3, 5), (2, 2), (1, 1)),
-    ((8, 6), (3, 4), (1, 2)), ((7, 10), (7, 7), (0, 3)), ((1, 7), (1, 3), (0, 0)), ((5, 5), (2, 2), (4, 0)),
+@pytest.mark.parametrize(('size', 'window', 'shift', 'fitted'), [
+    ((14, 14), (7, 7), (3, 3), ((7, 7), (3, 3))),
+    ((9, 16), (7, 7), (3, 3), ((7, 7), (3, 3))),
+    ((3, 5), (2, 2), (1, 1), ((2, 2), (1, 1))),
+    ((8, 6), (3, 4), (1, 2), ((3, 4), (1, 2))),
+    ((5, 5), (2, 2), (4, 0), ((2, 2), (4, 0))),
+    ((1, 7), (1, 3), (0, 0), ((1, 3), (0, 0))),
+    # An axis no longer than the window is one window: unshifted, and the window shrinks to the map.
+    ((7, 7), (7, 7), (3, 3), ((7, 7), (0, 0))),
+    ((7, 10), (7, 7), (3, 3), ((7, 7), (0, 3))),
+    ((2, 9), (7, 7), (3, 3), ((2, 7), (0, 3))),
 ])
 @pytest.mark.parametrize('pad', [True, False])
-def test_window_shift_and_pad_are_roll_pad_partition(size, window, shift, pad):
+def test_window_shift_and_pad_are_roll_pad_partition(size, window, shift, fitted, pad):
     scan = create_scan('window', window_size=window, shift=shift, pad=pad)
+    assert scan.fit(*size) == fitted
+    window, shift = fitted
     x = _int_map(scan, size)
     xs = scan.flatten(x)
     if pad or all(s % w == 0 for s, w in zip(size, window)):
-        assert xs.shape[-1] == math.prod(math.ceil(s / w) * w for s, w in zip(size, window))
+        assert xs.shape[-1] == scan.route_length(*size) == math.prod(math.ceil(s / w) * w for s, w in zip(size, window))
         torch.testing.assert_close(xs[:, 0], _shifted_windows_reference(x, window, shift), rtol=0, atol=0)
         ys = torch.randn_like(xs)
         torch.testing.assert_close(
