@@ -20,6 +20,9 @@ TEST_MODELS = [n for n in PROJECT_MODELS if n.startswith('test_')]
 SIZE = 64
 BATCH = 2
 
+# Parameters that must never decay, by name: SSM A_log / D / dt bias, relative-position bias tables.
+NO_WEIGHT_DECAY_PARAMS = ('A_logs', 'Ds', 'dt_projs_bias', 'relative_position_bias_table')
+
 over_test_models = pytest.mark.parametrize('name', TEST_MODELS)
 over_all_models = pytest.mark.parametrize('name', PROJECT_MODELS)
 
@@ -186,11 +189,11 @@ def test_no_weight_decay(name):
     names = model.no_weight_decay()
     params = dict(model.named_parameters())
     assert names <= set(params)
-    ssm_params = {n for n in params if n.rsplit('.', 1)[-1] in ('A_logs', 'Ds', 'dt_projs_bias')}
-    assert ssm_params and ssm_params <= names
+    special = {n for n in params if n.rsplit('.', 1)[-1] in NO_WEIGHT_DECAY_PARAMS}
+    assert special and special <= names
     groups = param_groups_weight_decay(model, weight_decay=0.05, no_weight_decay_list=names)
     decayed = {id(p) for g in groups if g['weight_decay'] > 0 for p in g['params']}
-    assert not any(id(params[n]) in decayed for n in ssm_params)
+    assert not any(id(params[n]) in decayed for n in special)
 
 
 @over_test_models
