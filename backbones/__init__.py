@@ -3,7 +3,8 @@
 ``backbones.ssm`` holds the selective-SSM core that the SSM families share.
 """
 from .ssm import SelectiveSSM, ssm_no_weight_decay
+from .swin import SwinTransformer
 from .vim import Vim
 from .vmamba import VMamba
 
-__all__ = ['SelectiveSSM', 'VMamba', 'Vim', 'ssm_no_weight_decay']
+__all__ = ['SelectiveSSM', 'SwinTransformer', 'VMamba', 'Vim', 'ssm_no_weight_decay']
