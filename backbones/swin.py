@@ -35,6 +35,7 @@ How it is built, and where it differs from timm:
 
 Written for linzoo from the paper, the official code and timm (read, not copied).
 """
+import operator
 import re
 from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple, Union
 
@@ -246,7 +247,8 @@ class SwinBlock(nn.Module):
         self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
 
     def _attn(self, x: Tensor) -> Tensor:
-        layout = self.windows.layout(x.shape[1], x.shape[2], self.shifted, x.device)
+        # operator.index specialises symbolic sizes under torch.compile: layouts are per size, like scan plans.
+        layout = self.windows.layout(operator.index(x.shape[1]), operator.index(x.shape[2]), self.shifted, x.device)
         return self.windows.reverse(self.attn(self.windows.partition(x, layout), layout.window, layout.mask), layout)
 
     def forward(self, x: Tensor) -> Tensor:

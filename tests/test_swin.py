@@ -232,3 +232,14 @@ def test_bad_input_sizes_name_the_problem():
         model(_input((66, 64)))
     with pytest.raises(ValueError, match=r'in_chans=3\), got \(2, 1, 64, 64\)'):
         model(torch.zeros(2, 1, 64, 64))
+
+
+def test_torch_compile_fullgraph_at_two_sizes():
+    """Layouts and masks are per size: the graph specialises on the size instead of breaking."""
+    torch._dynamo.reset()
+    model = timm.create_model('test_zswin', depths=(2, 1, 1, 1)).eval()  # one shifted block keeps it quick
+    compiled = torch.compile(model, fullgraph=True, backend='aot_eager')
+    with torch.no_grad():
+        for size in [(64, 64), (96, 128)]:  # the second size would make sizes symbolic without specialisation
+            x = _input(size)
+            torch.testing.assert_close(compiled(x), model(x), atol=1e-5, rtol=1e-4)
