@@ -22,12 +22,13 @@ How it is built, and where it differs from timm:
   ``attn_mask``.
 * Any input whose H and W are multiples of the patch size (4) works; other sizes raise a ValueError, where timm's
   patch conv would silently drop the remainder. Stages pad to whole windows like timm (roll first, then pad).
-  Each block fits its window to its map with the rule of timm and the official code (an axis no longer than the
-  window becomes one unshifted window along that axis), applied to the actual size of every forward rather than
-  to a construction-time ``img_size``: the model equals timm's model built for that input size wherever timm
-  keeps the trained window, i.e. at the pretrained sizes and larger ones. On maps smaller than the window, timm
-  rebuilds a smaller bias table by interpolation, while here the smaller window reads the trained entries of its
-  relative offsets. Shift masks are built once per size and cached.
+  Each block fits its window to its map (the scan's ``fit``: timm's per-axis form of the official rule, an axis no
+  longer than the window is one unshifted window) for the actual size of every forward, so the model equals
+  timm's model built for that input size (``img_size=(H, W)``) wherever timm keeps the trained window: at the
+  pretrained sizes and larger ones. timm's ``strict_img_size=False`` mode instead keeps the fit of its
+  construction size (a 224 model never shifts its last stage, whatever the input), and on maps smaller than the
+  window timm builds a smaller, interpolated bias table, while here the smaller window reads the trained entries
+  of its relative offsets. Shift masks are built once per size and cached.
 * So there is no ``img_size``, ``strict_img_size`` or ``set_input_size``.
 * Stages run channel-last (B, H, W, C) like timm; ``forward_features``, ``forward_intermediates`` and
   ``features_only=True`` models return NCHW.
