@@ -441,6 +441,8 @@ class VMamba(nn.Module):
                     intermediates.append(x)
         if intermediates_only:
             return intermediates
+        if len(stages) < len(self.stages):  # stopped early: the final norm belongs to the last stage's width
+            return x, intermediates
         return self.norm(x), intermediates
 
     def prune_intermediate_layers(

@@ -96,6 +96,8 @@ def test_forward_intermediates(name):
         torch.testing.assert_close(last_two, intermediates[-2:])
         early = model.forward_intermediates(x, indices=[0], stop_early=True, intermediates_only=True)
         torch.testing.assert_close(early, intermediates[:1])
+        _, early = model.forward_intermediates(x, indices=[0], stop_early=True)
+        torch.testing.assert_close(early, intermediates[:1])
         model.set_grad_checkpointing()
         torch.testing.assert_close(model.forward_intermediates(x)[0], final, rtol=1e-4, atol=1e-5)
 
