@@ -226,6 +226,43 @@ class Scan:
             out = out.view(batch, cpr, self.visits_per_token, num_tokens).sum(2, dtype=y.dtype)
         return out.reshape(batch, cpr, height, width)
 
+    def scatter_routes(self, y: Tensor, size: Tuple[int, int]) -> Tensor:
+        """Scatter every route back onto its own copy of the map, without summing over routes.
+
+        The per-route form of ``merge``: ``merge(y, size)`` is the sum of the result over routes (its routes
+        concatenated along channels for channel-splitting scans). Spatial-Mamba needs it to fuse the hidden states
+        of each route on the 2-D map before reading them out.
+
+        Args:
+            y: Route sequences of shape (B, K, C', L).
+            size: (H, W) of the map.
+
+        Returns:
+            Maps of shape (B, K, C', H, W).
+
+        Raises:
+            ValueError: ``y`` does not fit the size, or a route of this scan does not visit every token exactly
+                once at this size (padded or partial routes have no one-to-one map).
+        """
+        height, width = self._checked_size(size)
+        if not isinstance(y, Tensor) or y.dim() != 4:
+            shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+            raise ValueError(f'{self._label()}.scatter_routes: expected route sequences (B, K, C\', L), got {shape}')
+        batch, num_routes, cpr, length = y.shape
+        expected_length = self.route_length(height, width)
+        if num_routes != self.num_routes or length != expected_length:
+            raise ValueError(f'{self._label()}.scatter_routes: expected (B, K={self.num_routes}, C\', '
+                             f'L={expected_length}) for size {height}x{width}, got {tuple(y.shape)}')
+        plan = self._plan(height, width, y.device)
+        if plan.identity:
+            return y.reshape(batch, 1, cpr, height, width)
+        if plan.inverse is None:
+            raise ValueError(f'{self._label()}.scatter_routes: at size {height}x{width} the routes do not each visit '
+                             f'every token exactly once, so they have no one-to-one map')
+        num_tokens = height * width
+        index = plan.inverse.view(1, num_routes, 1, num_tokens).expand(batch, num_routes, cpr, num_tokens)
+        return torch.gather(y, -1, index).view(batch, num_routes, cpr, height, width)
+
     # ----------------------------------------------------------------------------------------
     # helpers
 

@@ -127,6 +127,29 @@ def test_merge_of_flatten_is_visits_times_identity(name, size):
 
 
 @ALL_CASES
+def test_scatter_routes_is_merge_per_route(name, size):
+    scan = _scan_for(name, size)
+    if scan is None:
+        return
+    x = _int_map(scan, size)
+    xs = scan.flatten(x)
+    plan = scan.index_plan(*size)
+    tokens = torch.arange(size[0] * size[1])
+    one_to_one = plan.shape[1] == tokens.numel() and all(torch.equal(route.sort().values, tokens) for route in plan)
+    if not one_to_one:
+        with pytest.raises(ValueError, match='exactly once'):
+            scan.scatter_routes(xs, size)
+        return
+    maps = scan.scatter_routes(xs, size)
+    assert maps.shape == xs.shape[:3] + size
+    # Each route read the whole map, so each per-route map is that route's channels of x.
+    expected = x.view(x.shape[0], scan.num_routes, -1, *size) if scan.splits_channels else x.unsqueeze(1)
+    assert torch.equal(maps, expected.expand_as(maps))
+    merged = maps.flatten(1, 2) if scan.splits_channels else maps.sum(1)
+    assert torch.equal(merged, scan.merge(xs, size))
+
+
+@ALL_CASES
 def test_gradients_are_the_adjoint_gather_and_scatter(name, size):
     scan = _scan_for(name, size)
     if scan is None:
