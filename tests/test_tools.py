@@ -1,0 +1,293 @@
+"""The command-line tools: train (resume, DDP, recipes, bad input), validate, benchmark, flops, visualize_scans.
+
+Training runs use a tiny synthetic ImageFolder (3 classes of 16x16 stripes and squares, plus one file that
+is not an image) and the ``test_vmamba`` model, so each run takes seconds on two CPU cores.
+"""
+import csv
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tools import train
+from tools.checkpoint import load_checkpoint
+from tools.common import run_cli
+from tools.data import ImageFolderDataset, digits_folder
+
+REPO = Path(__file__).resolve().parent.parent
+TINY_ARGS = ['--model', 'test_vmamba', '--img-size', '16', '-b', '4', '--epochs', '2', '--workers', '0',
+             '--lr', '2e-3', '--warmup-epochs', '1', '--scale', '0.5', '1.0', '--seed', '3']
+
+
+def make_folder(root: Path, per_class: Dict[str, int] = None, broken: bool = True) -> Path:
+    """An ImageNet-layout folder of 16x16 images: vertical stripes, horizontal stripes, a bright square."""
+    rng = np.random.default_rng(0)
+    for split, count in (per_class or {'train': 12, 'val': 4}).items():
+        for label in range(3):
+            folder = root / split / f'class{label}'
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                img = rng.integers(0, 60, (16, 16, 3)).astype(np.uint8)
+                if label == 0:
+                    img[:, ::4] += 150
+                elif label == 1:
+                    img[::4] += 150
+                else:
+                    img[4:12, 4:12] += 150
+                Image.fromarray(img).save(folder / f'{i:02d}.png')
+    if broken:
+        (root / 'train' / 'class0' / 'zz_broken.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'not an image')
+    return root
+
+
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    """One intra-op thread here and in the subprocesses: tiny ops run faster, and an in-process run and a
+    subprocess run compute bit-identical results (the reduction order depends on the thread count)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory) -> Path:
+    return make_folder(tmp_path_factory.mktemp('tiny'))
+
+
+@pytest.fixture(scope='module')
+def trained(tiny, tmp_path_factory) -> Path:
+    """One finished run with EMA, mixup/cutmix, gradient accumulation and clipping (shared by several tests)."""
+    out = tmp_path_factory.mktemp('run')
+    train.main(['--data-dir', str(tiny), *TINY_ARGS, '--output', str(out), '--model-ema', '--model-ema-warmup',
+                '--mixup', '0.8', '--cutmix', '1.0', '--grad-accum-steps', '2', '--clip-grad', '1.0',
+                '--checkpoint-every', '2'])
+    return out
+
+
+def cli_error(main, argv: List[str], capsys) -> str:
+    """Run a tool's main through ``run_cli``; it must exit with status 2; return its message."""
+    with pytest.raises(SystemExit) as exc:
+        run_cli(main, argv)
+    assert exc.value.code == 2
+    return capsys.readouterr().err
+
+
+def read_csv(path: Path) -> List[Dict[str, str]]:
+    with open(path, newline='') as f:
+        return list(csv.DictReader(f))
+
+
+def assert_same_tensors(a, b, what: str) -> None:
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), f'{what} differs (max {(a.float() - b.float()).abs().max().item():.3g})'
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), what
+        for key in a:
+            assert_same_tensors(a[key], b[key], f'{what}.{key}')
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), what
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_tensors(x, y, f'{what}[{i}]')
+    else:
+        assert a == b, f'{what}: {a!r} != {b!r}'
+
+
+# ----------------------------------------------------------------------------------------------------------
+# data
+
+def test_digits_export_is_a_complete_imagefolder(tmp_path):
+    root = digits_folder(tmp_path)
+    assert digits_folder(tmp_path) == root  # exported once
+    train_set = ImageFolderDataset(root / 'train')
+    val_set = ImageFolderDataset(root / 'val', class_to_idx=train_set.class_to_idx)
+    assert (len(train_set), len(val_set), train_set.num_classes) == (1437, 360, 10)
+    img, target, skipped = val_set[0]
+    assert img.size == (32, 32) and img.mode == 'RGB' and 0 <= target < 10 and skipped == 0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith('.')]  # no temporary folder left
+
+
+def test_undecodable_image_is_skipped_with_a_warning_and_counted(tiny, caplog):
+    dataset = ImageFolderDataset(tiny / 'train')
+    broken = next(i for i, (path, _) in enumerate(dataset.samples) if path.endswith('zz_broken.png'))
+    img, target, skipped = dataset[broken]
+    assert skipped == 1 and img.size == (16, 16)
+    assert 'zz_broken.png' in caplog.text
+
+
+def test_augmentation_is_a_function_of_seed_epoch_and_index(tiny):
+    from timm.data import create_transform
+    dataset = ImageFolderDataset(tiny / 'train', transform=create_transform(16, is_training=True), seed=1)
+    torch.manual_seed(123)
+    first = dataset[(0, 5)][0]
+    state = torch.get_rng_state()
+    torch.rand(7)  # the global stream moves on; the sample does not care
+    assert torch.equal(dataset[(0, 5)][0], first)
+    assert not torch.equal(dataset[(1, 5)][0], first)  # another epoch, another crop
+    torch.manual_seed(123)
+    dataset[(0, 5)]
+    assert torch.equal(torch.get_rng_state(), state)  # and the global stream is left as it was
+
+
+# ----------------------------------------------------------------------------------------------------------
+# train: recipes and arguments
+
+def test_no_arguments_select_the_digits_recipe():
+    args, _ = train.parse_args([])
+    assert (args.recipe, args.model, args.data_dir, args.img_size) == ('digits', 'test_vmamba', None, 32)
+
+
+@pytest.mark.parametrize('recipe', train.list_recipes())
+def test_every_recipe_parses_and_the_command_line_overrides_it(recipe):
+    args, _ = train.parse_args(['--data-dir', 'x', '--model', 'test_vmamba', '--recipe', recipe, '--lr', '0.123'])
+    assert args.lr == 0.123 and args.recipe == recipe
+
+
+def test_vmamba_recipe_has_the_published_values():
+    args, _ = train.parse_args(['--data-dir', 'x', '--model', 'vmamba_tiny_s1l8', '--recipe', 'vmamba'])
+    total = 8 * args.batch_size
+    assert args.lr_base * total / args.lr_base_size == pytest.approx(1e-3)
+    assert (args.opt, args.weight_decay, args.epochs, args.warmup_epochs, args.clip_grad) == \
+        ('adamw', 0.05, 300, 20, 5.0)
+    assert (args.mixup, args.cutmix, args.smoothing, args.reprob, args.aa) == \
+        (0.8, 1.0, 0.1, 0.25, 'rand-m9-mstd0.5-inc1')
+    assert args.model_ema and args.model_ema_decay == 0.9999 and args.drop_path is None
+
+
+def test_unknown_model_and_recipe_are_clear_errors(capsys):
+    err = cli_error(train.main, ['--data-dir', 'x', '--model', 'test_vmambaa'], capsys)
+    assert "unknown model 'test_vmambaa'" in err and 'test_vmamba' in err
+    err = cli_error(train.main, ['--recipe', 'vmamba2'], capsys)
+    assert "unknown recipe 'vmamba2'" in err and 'digits' in err and 'vmamba' in err
+
+
+def test_missing_and_empty_dataset_folders_are_clear_errors(tmp_path, capsys):
+    err = cli_error(train.main, ['--data-dir', str(tmp_path / 'nowhere'), *TINY_ARGS], capsys)
+    assert 'nowhere does not exist' in err
+    (tmp_path / 'empty' / 'train' / 'cats').mkdir(parents=True)
+    (tmp_path / 'empty' / 'val').mkdir()
+    err = cli_error(train.main, ['--data-dir', str(tmp_path / 'empty'), *TINY_ARGS], capsys)
+    assert 'no images in' in err and 'train' in err
+    (tmp_path / 'noval' / 'train').mkdir(parents=True)
+    err = cli_error(train.main, ['--data-dir', str(tmp_path / 'noval'), *TINY_ARGS], capsys)
+    assert "no 'val' sub-folder" in err
+
+
+def test_out_of_memory_names_a_smaller_batch_size(tiny, tmp_path, monkeypatch, capsys):
+    def oom(self):
+        raise torch.cuda.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB')
+    monkeypatch.setattr(train.Trainer, 'train_epoch', oom)
+    err = cli_error(train.main, ['--data-dir', str(tiny), *TINY_ARGS, '--output', str(tmp_path)], capsys)
+    assert 'out of memory' in err and '--batch-size 2' in err
+
+
+# ----------------------------------------------------------------------------------------------------------
+# train: a run, its files, checkpoints and resuming
+
+def test_a_run_writes_checkpoints_logs_and_curves(trained):
+    names = {p.name for p in trained.iterdir()}
+    assert {'last.pth', 'best.pth', 'args.yaml', 'steps.csv', 'epochs.csv', 'train.log', 'curves.png'} <= names
+    assert any(p.name.startswith('events.out.tfevents') for p in (trained / 'tb').iterdir())
+    epochs = read_csv(trained / 'epochs.csv')
+    steps = read_csv(trained / 'steps.csv')
+    state = load_checkpoint(trained)
+    assert len(epochs) == 2 and float(epochs[-1]['skipped_images']) >= 1  # the broken file, counted
+    # 36 images / batch 4 = 9 batches, 5 updates per epoch with 2 accumulated (the last one alone)
+    assert [int(r['update']) for r in steps] == list(range(1, 11)) and state['progress']['updates'] == 10
+    assert state['progress']['epoch'] == 2 and state['progress']['step'] == 0
+    assert state['model_ema'] is not None and len(state['rng']) == 1
+    assert all(math.isfinite(float(r['loss'])) for r in steps)
+
+
+def test_resume_after_a_kill_mid_epoch_reaches_the_uninterrupted_state(tiny, trained, tmp_path):
+    # Killed by SIGKILL right after update 3 of epoch 1; its last checkpoint is update 2 (batch 4 of 9).
+    crash = ('import os, signal, sys\n'
+             'import tools.train as train\n'
+             'step = train.RunLog.step\n'
+             'def crash(self, row):\n'
+             '    step(self, row)\n'
+             '    if row["update"] == 3:\n'
+             '        os.kill(os.getpid(), signal.SIGKILL)\n'
+             'train.RunLog.step = crash\n'
+             'train.main(sys.argv[1:])\n')
+    out = tmp_path / 'killed'
+    args = ['--data-dir', str(tiny), *TINY_ARGS, '--output', str(out), '--model-ema', '--model-ema-warmup',
+            '--mixup', '0.8', '--cutmix', '1.0', '--grad-accum-steps', '2', '--clip-grad', '1.0',
+            '--checkpoint-every', '2']
+    args[args.index('--workers') + 1] = '1'  # augmentation does not depend on which process loads a sample
+    proc = subprocess.run([sys.executable, '-c', crash, *args], cwd=REPO, capture_output=True, text=True,
+                          env=dict(os.environ, OMP_NUM_THREADS='1'), timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    killed = load_checkpoint(out)
+    assert (killed['progress']['epoch'], killed['progress']['step'], killed['progress']['updates']) == (0, 4, 2)
+    assert len(read_csv(out / 'steps.csv')) == 3  # update 3 was logged, then lost
+
+    train.main(['--resume', str(out)])
+
+    done, reference = load_checkpoint(out), load_checkpoint(trained)
+    for key in ('model', 'model_ema', 'optimizer', 'scaler', 'progress', 'rng'):
+        assert_same_tensors(done[key], reference[key], key)
+    assert_same_tensors(done['scheduler'], reference['scheduler'], 'scheduler')
+    assert [r['loss'] for r in read_csv(out / 'steps.csv')] == [r['loss'] for r in read_csv(trained / 'steps.csv')]
+    assert [r['val_top1'] for r in read_csv(out / 'epochs.csv')] == \
+        [r['val_top1'] for r in read_csv(trained / 'epochs.csv')]
+
+
+def test_corrupt_and_mismatched_checkpoints_are_clear_errors(trained, tmp_path, capsys):
+    torn = tmp_path / 'torn' / 'last.pth'
+    torn.parent.mkdir()
+    torn.write_bytes((trained / 'last.pth').read_bytes()[:5000])
+    err = cli_error(train.main, ['--resume', str(torn.parent)], capsys)
+    assert 'corrupt or unreadable' in err
+    torch.save({'weights': torch.zeros(1)}, tmp_path / 'plain.pth')
+    err = cli_error(train.main, ['--resume', str(tmp_path / 'plain.pth')], capsys)
+    assert 'not a linzoo training checkpoint' in err
+    err = cli_error(train.main, ['--resume', str(trained), '--model', 'test_vanilla_vmamba'], capsys)
+    assert "model='test_vmamba'" in err and 'test_vanilla_vmamba' in err
+    err = cli_error(train.main, ['--resume', str(tmp_path / 'missing')], capsys)
+    assert 'does not exist' in err
+
+
+def test_two_process_ddp_matches_one_process_with_the_same_total_batch(tiny, tmp_path):
+    # Two gloo ranks x 4 images see the same samples per step as one process x 8 (DistributedSampler
+    # interleaves one permutation), with per-sample seeded augmentation and averaged gradients.
+    common = ['--data-dir', str(tiny), *TINY_ARGS, '--checkpoint-every', '0', '--no-tensorboard']
+    common[common.index('-b') + 1] = '4'
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', '2',
+                           '-m', 'tools.train', *common, '--output', str(tmp_path / 'ddp')],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single = list(common)
+    single[single.index('-b') + 1] = '8'
+    train.main([*single, '--output', str(tmp_path / 'single')])
+    ddp, one = load_checkpoint(tmp_path / 'ddp'), load_checkpoint(tmp_path / 'single')
+    assert ddp['args']['world_size'] == 2 and len(ddp['rng']) == 2
+    assert ddp['progress']['updates'] == one['progress']['updates'] == 8
+    for key, value in one['model'].items():
+        torch.testing.assert_close(ddp['model'][key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+@pytest.mark.parametrize('options', [
+    ['--amp', 'fp16', '--channels-last', '--grad-checkpointing'],
+    ['--amp', 'bf16', '--torchcompile', 'eager'],
+], ids=['fp16-channels-last-checkpointing', 'bf16-compile'])
+def test_precision_memory_format_and_compile_options_train(tiny, tmp_path, options):
+    row = train.main(['--data-dir', str(tiny), *TINY_ARGS, '--epochs', '1', *options, '--output', str(tmp_path),
+                      '--no-tensorboard'])
+    assert math.isfinite(row['train_loss']) and math.isfinite(row['val_loss'])
+
+
+def test_albumentations_pipeline_trains(tiny, tmp_path):
+    row = train.main(['--data-dir', str(tiny), *TINY_ARGS, '--epochs', '1', '--aug-backend', 'albumentations',
+                      '--reprob', '0.5', '--output', str(tmp_path), '--no-tensorboard'])
+    assert math.isfinite(row['train_loss'])
