@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tools import train
+from tools import train, validate
 from tools.checkpoint import load_checkpoint
 from tools.common import run_cli
 from tools.data import ImageFolderDataset, digits_folder
@@ -291,3 +291,29 @@ def test_albumentations_pipeline_trains(tiny, tmp_path):
     row = train.main(['--data-dir', str(tiny), *TINY_ARGS, '--epochs', '1', '--aug-backend', 'albumentations',
                       '--reprob', '0.5', '--output', str(tmp_path), '--no-tensorboard'])
     assert math.isfinite(row['train_loss'])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# validate
+
+def test_validate_a_checkpoint_reproduces_the_training_evaluation(trained, tiny):
+    last = read_csv(trained / 'epochs.csv')[-1]
+    result = validate.main(['--checkpoint', str(trained / 'last.pth'), '--data-dir', str(tiny), '--workers', '0'])
+    assert result['images'] == 12
+    assert result['top1'] == pytest.approx(float(last['val_top1']), abs=1e-3)
+    assert result['loss'] == pytest.approx(float(last['val_loss']), abs=1e-4)
+    ema = validate.main(['--checkpoint', str(trained), '--use-ema', '--data-dir', str(tiny / 'val'), '--workers', '0'])
+    assert ema['top1'] == pytest.approx(float(last['ema_val_top1']), abs=1e-3)
+
+
+def test_validate_plain_weights_through_the_model_filter(trained, tiny, tmp_path, capsys):
+    torch.save(load_checkpoint(trained)['model'], tmp_path / 'weights.pth')
+    args = ['--model', 'test_vmamba', '--checkpoint', str(tmp_path / 'weights.pth'), '--data-dir', str(tiny),
+            '--img-size', '16', '--workers', '0', '--results-file', str(tmp_path / 'results.csv')]
+    result = validate.main(args)
+    assert result['images'] == 12 and (tmp_path / 'results.csv').exists()
+    make_folder(tmp_path / 'four', {'val': 1}, broken=False)
+    (tmp_path / 'four' / 'val' / 'class3').mkdir()
+    shutil.copy(tmp_path / 'four' / 'val' / 'class0' / '00.png', tmp_path / 'four' / 'val' / 'class3')
+    err = cli_error(validate.main, [*args[:4], '--data-dir', str(tmp_path / 'four')], capsys)
+    assert 'does not match' in err or 'could not load' in err
