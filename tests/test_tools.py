@@ -18,7 +18,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tools import train, validate
+import kernels
+from tools import benchmark, flops, train, validate
 from tools.checkpoint import load_checkpoint
 from tools.common import run_cli
 from tools.data import ImageFolderDataset, digits_folder
@@ -317,3 +318,50 @@ def test_validate_plain_weights_through_the_model_filter(trained, tiny, tmp_path
     shutil.copy(tmp_path / 'four' / 'val' / 'class0' / '00.png', tmp_path / 'four' / 'val' / 'class3')
     err = cli_error(validate.main, [*args[:4], '--data-dir', str(tmp_path / 'four')], capsys)
     assert 'does not match' in err or 'could not load' in err
+
+
+# ----------------------------------------------------------------------------------------------------------
+# benchmark and flops
+
+def test_benchmark_zoo_and_timm_models_side_by_side(tmp_path):
+    results = benchmark.main(['--models', 'test_vmamba,resnet18', '-b', '2', '--img-size', '32', '--device', 'cpu',
+                              '--num-warm-iter', '1', '--num-bench-iter', '2', '--out', str(tmp_path / 'bench')])
+    assert [(r.model, r.source) for r in results] == [('test_vmamba', 'zoo'), ('resnet18', 'timm')]
+    for r in results:
+        assert r.infer_img_s > 0 and r.train_img_s > 0 and r.infer_step_ms > 0 and r.train_peak_mib is not None
+    table = (tmp_path / 'bench.md').read_text()
+    assert '| test_vmamba | zoo |' in table and 'peak RSS' in table
+    assert len(read_csv(tmp_path / 'bench.csv')) == 2
+
+
+def test_benchmark_unknown_model_suggests_names(capsys):
+    err = cli_error(benchmark.main, ['--models', 'resnet18,vmamba_tiny_s1l9'], capsys)
+    assert 'vmamba_tiny_s1l8' in err
+
+
+def test_flops_apply_the_selective_scan_rule():
+    b, d, n, length = 2, 8, 4, 16
+    u, delta, z = torch.randn(b, d, length), torch.rand(b, d, length), torch.randn(b, d, length)
+    A, B, C, D = -torch.rand(d, n), torch.randn(b, n, length), torch.randn(b, n, length), torch.ones(d)
+    counts = flops.count_flops(lambda: kernels.selective_scan(u, delta, A, B, C, D))
+    assert counts['scan'] == counts['total'] == 9 * b * length * d * n + b * d * length
+    gated = flops.count_flops(lambda: kernels.selective_scan(u, delta, A, B, C, D, z=z))
+    assert gated['scan'] == 9 * b * length * d * n + 2 * b * d * length
+
+
+def test_flops_count_ffts_and_halve_matmuls():
+    x = torch.randn(3, 64)
+    assert flops.count_flops(lambda: torch.fft.rfft(x))['fft'] == 3 * 1.25 * 64 * 6
+    assert flops.count_flops(lambda: torch.fft.fft(x.to(torch.complex64)))['fft'] == 3 * 2.5 * 64 * 6
+    assert flops.count_flops(lambda: torch.fft.irfft(torch.fft.rfft(x), n=64))['fft'] == 2 * 3 * 1.25 * 64 * 6
+    assert flops.count_flops(lambda: x @ torch.randn(64, 10))['dense'] == 3 * 64 * 10
+
+
+def test_flops_of_vmamba_match_the_published_numbers(capsys):
+    names = [n for n in flops.PUBLISHED if n.startswith(('vmamba', 'vanilla_vmamba'))]
+    rows = flops.main(['--models', ','.join(names)])
+    for row in rows:
+        params, gflops = row.published
+        assert abs(row.flops['total'] - gflops) < 0.05e9, row.model  # the published figures have 1 decimal
+        assert abs(row.params - params) < 0.51e6, row.model
+    assert '| vmamba_tiny_s1l8 | 224 | 30.25 | 30 | 4.906 | 4.9 |' in capsys.readouterr().out

@@ -1,0 +1,306 @@
+"""Inference and training throughput, step time and peak memory of zoo and timm models, side by side.
+
+Follows the method of timm's ``benchmark.py``: one random batch of the model's test input size (or
+``--img-size``) on the device; ``--num-warm-iter`` untimed steps, then ``--num-bench-iter`` timed ones.
+Inference runs ``model.eval()`` under ``torch.inference_mode()`` and is timed over the whole loop (images/s =
+images / wall time, the device synchronised at both ends). A training step is forward + cross-entropy on
+random targets + backward + ``optimizer.step()`` (``--opt``, lr 1e-4), each step timed between
+synchronisations with ``zero_grad`` outside the timing. When a batch does not fit, the batch is lowered
+with timm's ``decay_batch_step`` and retried (``--no-retry`` to report the failure instead).
+
+Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` (tensors only, allocator caches excluded); on the
+CPU the peak resident set size sampled every 2 ms while the model runs, above the size before it was built
+(an estimate of the same quantity that includes allocator and library overheads).
+
+    python -m tools.benchmark --models vmamba_tiny_s1l8,swin_tiny_patch4_window7_224,convnext_tiny \\
+        --amp bf16 --channels-last --out benchmarks/throughput
+    python -m tools.benchmark --models 'test_*,resnet18' --device cpu -b 8 --img-size 64
+"""
+import argparse
+import contextlib
+import csv
+import gc
+import logging
+import os
+import platform
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+import timm
+from timm.data import resolve_data_config
+from timm.optim import create_optimizer_v2
+from timm.utils import ParseKwargs, decay_batch_step
+from torch import nn
+
+from .common import CliError, check_model_name, create_model, is_oom, markdown_table, oom_advice, \
+    parse_csv_list, resolve_device, run_cli, zoo_models
+
+_logger = logging.getLogger('tools.benchmark')
+
+
+@dataclass
+class Result:
+    model: str
+    source: str
+    params_m: float
+    img_size: int
+    batch: int = 0
+    infer_img_s: Optional[float] = None
+    infer_step_ms: Optional[float] = None
+    infer_peak_mib: Optional[float] = None
+    train_img_s: Optional[float] = None
+    train_step_ms: Optional[float] = None
+    train_peak_mib: Optional[float] = None
+    error: str = ''
+    notes: List[str] = field(default_factory=list)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument('--models', required=True,
+                   help="comma-separated model names or wildcards, zoo and timm ('vmamba_tiny*,resnet50')")
+    p.add_argument('--bench', default='both', choices=['infer', 'train', 'both'])
+    p.add_argument('-b', '--batch-size', type=int, default=256)
+    p.add_argument('--img-size', type=int, default=None, help="default: each model's test input size")
+    p.add_argument('--amp', default='none', choices=['none', 'bf16', 'fp16'], help='autocast precision')
+    p.add_argument('--channels-last', action='store_true')
+    p.add_argument('--torchcompile', nargs='?', const='inductor', default=None, metavar='BACKEND',
+                   help='torch.compile each model (backend, default inductor)')
+    p.add_argument('--num-warm-iter', type=int, default=10)
+    p.add_argument('--num-bench-iter', type=int, default=40)
+    p.add_argument('--opt', default='sgd', help='optimizer of the training step')
+    p.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs,
+                   help='extra create_model arguments for every model')
+    p.add_argument('--device', default=None)
+    p.add_argument('--no-retry', action='store_true', help='do not lower the batch size after out-of-memory')
+    p.add_argument('--out', default=None, help='write OUT.csv and OUT.md')
+    return p
+
+
+def expand_models(spec: str) -> List[str]:
+    """Names and wildcards -> registered names, in the order given; unknown names are a ``CliError``."""
+    names: List[str] = []
+    for item in parse_csv_list(spec):
+        found = timm.list_models(item) if any(c in item for c in '*?[') else [check_model_name(item)]
+        if not found:
+            raise CliError(f'no model matches {item!r}')
+        names += [n for n in found if n not in names]
+    if not names:
+        raise CliError('--models names no model')
+    return names
+
+
+class _PeakRss:
+    """Peak resident set size above the starting one, sampled from /proc/self/statm in a thread (Linux)."""
+
+    def __init__(self, interval: float = 0.002):
+        self.interval = interval
+        self.page = os.sysconf('SC_PAGE_SIZE')
+        self.base = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _rss(self) -> int:
+        with open('/proc/self/statm') as f:
+            return int(f.read().split()[1]) * self.page
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self._rss())
+
+    def __enter__(self) -> '_PeakRss':
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+    @property
+    def mib(self) -> float:
+        return (self.peak - self.base) / 2 ** 20
+
+
+class Bench:
+    """Times one model on one device with the settings of the command line."""
+
+    def __init__(self, args: argparse.Namespace, device: torch.device):
+        self.args, self.device = args, device
+        self.dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(args.amp)
+
+    def sync(self) -> None:
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def memory(self, sink: Dict[str, float]):
+        """Measure the peak memory of the block into ``sink['mib']``."""
+        if self.device.type == 'cuda':
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+            base = torch.cuda.memory_allocated(self.device)
+            yield
+            sink['mib'] = (torch.cuda.max_memory_allocated(self.device) - base) / 2 ** 20
+        elif platform.system() == 'Linux':
+            with _PeakRss() as rss:
+                yield
+            sink['mib'] = rss.mib
+        else:
+            yield
+
+    def _model(self, name: str, train: bool) -> nn.Module:
+        model = create_model(name, **self.args.model_kwargs).to(self.device)
+        if self.args.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        model.train(train)
+        if self.args.torchcompile:
+            model = torch.compile(model, backend=self.args.torchcompile)
+        return model
+
+    def _input(self, batch: int, size: int) -> torch.Tensor:
+        x = torch.randn(batch, 3, size, size, device=self.device)
+        return x.contiguous(memory_format=torch.channels_last) if self.args.channels_last else x
+
+    def infer(self, name: str, batch: int, size: int) -> Dict[str, float]:
+        sink: Dict[str, float] = {}
+        with self.memory(sink):
+            model = self._model(name, train=False)
+            x = self._input(batch, size)
+            with torch.inference_mode():
+                for _ in range(self.args.num_warm_iter):
+                    with self.autocast():
+                        model(x)
+                self.sync()
+                start = time.perf_counter()
+                for _ in range(self.args.num_bench_iter):
+                    with self.autocast():
+                        model(x)
+                self.sync()
+                elapsed = time.perf_counter() - start
+            del model, x
+        steps = self.args.num_bench_iter
+        return dict(img_s=batch * steps / elapsed, step_ms=1e3 * elapsed / steps, peak_mib=sink.get('mib'))
+
+    def train(self, name: str, batch: int, size: int) -> Dict[str, float]:
+        sink: Dict[str, float] = {}
+        with self.memory(sink):
+            model = self._model(name, train=True)
+            x = self._input(batch, size)
+            num_classes = model.num_classes if hasattr(model, 'num_classes') else 1000
+            target = torch.randint(0, max(num_classes, 1), (batch,), device=self.device)
+            optimizer = create_optimizer_v2(model, opt=self.args.opt, lr=1e-4)
+            scaler = torch.amp.GradScaler(self.device.type, enabled=self.args.amp == 'fp16')
+            loss_fn = nn.CrossEntropyLoss()
+            total = 0.0
+            for i in range(self.args.num_warm_iter + self.args.num_bench_iter):
+                optimizer.zero_grad(set_to_none=True)
+                self.sync()
+                start = time.perf_counter()
+                with self.autocast():
+                    loss = loss_fn(model(x), target)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                self.sync()
+                if i >= self.args.num_warm_iter:
+                    total += time.perf_counter() - start
+            del model, x, optimizer
+        steps = self.args.num_bench_iter
+        return dict(img_s=batch * steps / total, step_ms=1e3 * total / steps, peak_mib=sink.get('mib'))
+
+    def run(self, name: str, zoo: set) -> Result:
+        with torch.device('meta'):  # sizes only: no memory, no init time
+            meta = create_model(name, **self.args.model_kwargs)
+        params = sum(p.numel() for p in meta.parameters()) / 1e6
+        size = self.args.img_size or resolve_data_config({}, model=meta, use_test_size=True)['input_size'][-1]
+        del meta
+        result = Result(name, 'zoo' if name in zoo else 'timm', round(params, 2), size)
+        batch = self.args.batch_size
+        kinds: List[str] = ['infer', 'train'] if self.args.bench == 'both' else [self.args.bench]
+        for kind in kinds:
+            fn: Callable[[str, int, int], Dict[str, float]] = getattr(self, kind)
+            while True:
+                try:
+                    out = fn(name, batch, size)
+                    break
+                except Exception as e:  # noqa: BLE001 - out-of-memory is reported per model, others re-raised
+                    if not is_oom(e):
+                        raise
+                    gc.collect()
+                    if self.device.type == 'cuda':
+                        torch.cuda.empty_cache()
+                    smaller = decay_batch_step(batch)
+                    if self.args.no_retry or smaller < 1:
+                        result.error = oom_advice(batch, f'benchmarking {kind}')
+                        out = None
+                        break
+                    result.notes.append(f'{kind}: out of memory at batch {batch}, retried at {smaller}')
+                    batch = smaller
+            if out is not None:
+                setattr(result, f'{kind}_img_s', round(out['img_s'], 1))
+                setattr(result, f'{kind}_step_ms', round(out['step_ms'], 2))
+                setattr(result, f'{kind}_peak_mib', None if out['peak_mib'] is None else round(out['peak_mib'], 1))
+            gc.collect()
+        result.batch = batch
+        return result
+
+
+def describe(args: argparse.Namespace, device: torch.device) -> str:
+    """One line naming the device and settings, for the table's caption."""
+    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else \
+        f'CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)'
+    memory = 'torch.cuda.max_memory_allocated' if device.type == 'cuda' else 'peak RSS above the pre-model RSS'
+    return (f'{name}; torch {torch.__version__}, timm {timm.__version__}; amp {args.amp}, '
+            f'channels_last {args.channels_last}, compile {args.torchcompile or "off"}; '
+            f'{args.num_warm_iter} warm-up + {args.num_bench_iter} timed steps; peak memory: {memory}')
+
+
+def main(argv: Optional[List[str]] = None) -> List[Result]:
+    """Benchmark as the command line says; returns one result per model."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(message)s', force=True)
+    if args.batch_size < 1 or args.num_bench_iter < 1 or args.num_warm_iter < 0:
+        raise CliError('--batch-size and --num-bench-iter must be >= 1, --num-warm-iter >= 0')
+    names = expand_models(args.models)
+    device = resolve_device(args.device)
+    bench = Bench(args, device)
+    zoo = set(zoo_models())
+    results = []
+    for name in names:
+        result = bench.run(name, zoo)
+        _logger.info(f'{name}: {asdict(result)}')
+        results.append(result)
+
+    caption = describe(args, device)
+    header = ['model', 'source', 'params (M)', 'input', 'batch', 'infer img/s', 'infer step ms',
+              'infer peak MiB', 'train img/s', 'train step ms', 'train peak MiB', 'notes']
+
+    def cell(value: Optional[float]) -> str:
+        return '' if value is None else f'{value:g}'
+    rows = [[r.model, r.source, r.params_m, r.img_size, r.batch, cell(r.infer_img_s), cell(r.infer_step_ms),
+             cell(r.infer_peak_mib), cell(r.train_img_s), cell(r.train_step_ms), cell(r.train_peak_mib),
+             '; '.join(r.notes + ([r.error] if r.error else []))] for r in results]
+    table = caption + '\n\n' + markdown_table(header, rows)
+    print(table)
+    if args.out:
+        md, csv_path = Path(f'{args.out}.md'), Path(f'{args.out}.csv')
+        md.parent.mkdir(parents=True, exist_ok=True)
+        md.write_text(table + '\n')
+        with open(csv_path, 'w', newline='') as f:
+            writer = csv.writer(f)
+            writer.writerow(header + ['device'])
+            writer.writerows(row + [caption.split(';')[0]] for row in rows)
+        _logger.info(f'wrote {csv_path} and {md}')
+    return results
+
+
+if __name__ == '__main__':
+    run_cli(main)
