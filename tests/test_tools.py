@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 import kernels
-from tools import benchmark, flops, train, validate
+from tools import benchmark, flops, train, validate, visualize_scans
 from tools.checkpoint import load_checkpoint
 from tools.common import run_cli
 from tools.data import ImageFolderDataset, digits_folder
@@ -365,3 +365,16 @@ def test_flops_of_vmamba_match_the_published_numbers(capsys):
         assert abs(row.flops['total'] - gflops) < 0.05e9, row.model  # the published figures have 1 decimal
         assert abs(row.params - params) < 0.51e6, row.model
     assert '| vmamba_tiny_s1l8 | 224 | 30.25 | 30 | 4.906 | 4.9 |' in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# visualize_scans
+
+def test_visualize_named_scans_as_numbered_steps_and_on_the_photo(tmp_path, capsys):
+    visualize_scans.main(['--style', 'steps', '--scans', 'cross,hilbert', '--grid', '4',
+                          '--out', str(tmp_path / 'steps.png')])
+    visualize_scans.main(['--scans', 'spiral', '--size', '32', '--grid', '6', '--out', str(tmp_path / 'photo.png')])
+    for name in ('steps.png', 'photo.png'):
+        assert Image.open(tmp_path / name).size[0] > 100
+    err = cli_error(visualize_scans.main, ['--scans', 'cross,zigzag'], capsys)
+    assert 'zigzag' in err and 'hilbert' in err
