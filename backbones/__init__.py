@@ -2,6 +2,7 @@
 
 ``backbones.ssm`` holds the selective-SSM core that the SSM families share.
 """
+from .efficientvmamba import EfficientVMamba
 from .groupmamba import GroupMamba
 from .ssm import SelectiveSSM, ssm_no_weight_decay
 from .swin import SwinTransformer
