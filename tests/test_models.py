@@ -20,8 +20,9 @@ TEST_MODELS = [n for n in PROJECT_MODELS if n.startswith('test_')]
 SIZE = 64
 BATCH = 2
 
-# Parameters that must never decay, by name: SSM A_log / D / dt bias, relative-position bias tables.
-NO_WEIGHT_DECAY_PARAMS = ('A_logs', 'Ds', 'dt_projs_bias', 'relative_position_bias_table')
+# Parameters that must never decay, by name: SSM A_log / D / dt bias, relative-position bias tables, absolute
+# position embeddings and class tokens.
+NO_WEIGHT_DECAY_PARAMS = ('A_logs', 'Ds', 'dt_projs_bias', 'relative_position_bias_table', 'pos_embed', 'cls_token')
 
 over_test_models = pytest.mark.parametrize('name', TEST_MODELS)
 over_all_models = pytest.mark.parametrize('name', PROJECT_MODELS)
@@ -224,7 +225,7 @@ def test_structure_and_pretrained_cfg(name):
     assert cfg['first_conv'] + '.weight' in state
     assert cfg['classifier'] + '.weight' in state
     assert cfg.get('license') and cfg.get('origin_url')
-    if not name.startswith('test_'):
+    if not name.startswith('test_') and 'no released weights' not in cfg.get('notes', ''):
         assert cfg.get('url') or cfg.get('hf_hub_id'), f'{name} has no pretrained weights source'
     assert model.num_features > 0 and model.head_hidden_size > 0 and model.num_classes == cfg['num_classes']
     reductions = [info['reduction'] for info in model.feature_info]
