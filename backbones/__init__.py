@@ -5,6 +5,7 @@
 from .efficientvmamba import EfficientVMamba
 from .groupmamba import GroupMamba
 from .soft import Soft
+from .spatialmamba import SpatialMamba
 from .ssm import SelectiveSSM, ssm_no_weight_decay
 from .swin import SwinTransformer
 from .vim import Vim
