@@ -21,7 +21,7 @@ from PIL import Image
 import kernels
 from tools import benchmark, flops, train, validate, visualize_scans
 from tools.checkpoint import load_checkpoint
-from tools.common import run_cli
+from tools.common import run_cli, zoo_models
 from tools.data import ImageFolderDataset, digits_folder
 
 REPO = Path(__file__).resolve().parent.parent
@@ -183,6 +183,13 @@ def test_missing_and_empty_dataset_folders_are_clear_errors(tmp_path, capsys):
     assert "no 'val' sub-folder" in err
 
 
+def test_an_input_size_the_model_cannot_take_is_a_clear_error(tiny, capsys):
+    err = cli_error(train.main, ['--data-dir', str(tiny), *TINY_ARGS, '--model', 'test_vanilla_vmamba',
+                                 '--img-size', '18'], capsys)
+    assert 'test_vanilla_vmamba cannot take (3, 18, 18) inputs' in err and 'divisible by 4' in err
+    assert '--img-size' in err
+
+
 def test_out_of_memory_names_a_smaller_batch_size(tiny, tmp_path, monkeypatch, capsys):
     def oom(self):
         raise torch.cuda.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB')
@@ -278,6 +285,13 @@ def test_two_process_ddp_matches_one_process_with_the_same_total_batch(tiny, tmp
         torch.testing.assert_close(ddp['model'][key], value, rtol=1e-4, atol=1e-5, msg=key)
 
 
+@pytest.mark.parametrize('name', [n for n in zoo_models() if n.startswith('test_')])
+def test_every_zoo_family_trains(tiny, tmp_path, name):
+    row = train.main(['--data-dir', str(tiny), *TINY_ARGS, '--model', name, '--img-size', '32', '--epochs', '1',
+                      '--output', str(tmp_path), '--no-tensorboard'])
+    assert math.isfinite(row['train_loss']) and math.isfinite(row['val_loss'])
+
+
 @pytest.mark.parametrize('options', [
     ['--amp', 'fp16', '--channels-last', '--grad-checkpointing'],
     ['--amp', 'bf16', '--torchcompile', 'eager'],
@@ -361,7 +375,7 @@ def test_flops_of_vmamba_match_the_published_numbers(capsys):
     names = [n for n in flops.PUBLISHED if n.startswith(('vmamba', 'vanilla_vmamba'))]
     rows = flops.main(['--models', ','.join(names)])
     for row in rows:
-        params, gflops = row.published
+        params, gflops, _ = row.published
         assert abs(row.flops['total'] - gflops) < 0.05e9, row.model  # the published figures have 1 decimal
         assert abs(row.params - params) < 0.51e6, row.model
     assert '| vmamba_tiny_s1l8 | 224 | 30.25 | 30 | 4.906 | 4.9 |' in capsys.readouterr().out

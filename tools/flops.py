@@ -17,7 +17,7 @@ time is spent; on the CPU for a model that cannot run on meta), with these rules
 
 Element-wise activations, softmax and pooling are not counted (fvcore does not count them either).
 
-    python -m tools.flops                                   # every zoo model with published numbers, at 224
+    python -m tools.flops                                   # every zoo model with published numbers
     python -m tools.flops --models vmamba_tiny_s1l8,vim_small_patch16_224 --img-size 512
 """
 import argparse
@@ -39,25 +39,49 @@ from .benchmark import expand_models
 _logger = logging.getLogger('tools.flops')
 aten = torch.ops.aten
 
-# Published (params, FLOPs) at 224 x 224 from the papers / official READMEs (see shared/reference/); None where
-# the authors published no number.
-PUBLISHED: Dict[str, Tuple[Optional[float], Optional[float]]] = {
+# Published (params, FLOPs, input size) from the papers / official READMEs (see shared/reference/); None where the
+# authors published no number. A family whose models are not registered (yet) is simply not listed.
+PUBLISHED: Dict[str, Tuple[Optional[float], Optional[float], int]] = {
     # VMamba README / assets/performance.md (vmamba_family.md section 3.2)
-    'vanilla_vmamba_tiny': (23e6, 5.6e9),
-    'vanilla_vmamba_small': (44e6, 11.2e9),
-    'vanilla_vmamba_base': (76e6, 18.0e9),
-    'vmamba_tiny_s2l5': (31e6, 4.9e9),
-    'vmamba_small_s2l15': (50e6, 8.7e9),
-    'vmamba_base_s2l15': (89e6, 15.4e9),
-    'vmamba_tiny_s1l8': (30e6, 4.9e9),
-    'vmamba_small_s1l20': (49e6, 8.6e9),
-    'vmamba_base_s1l20': (87e6, 15.2e9),
-    # Vim README: parameters only, no FLOPs (vim_swin_soft_m2.md section 1.2)
-    'vim_tiny_patch16_224': (7e6, None),
-    'vim_tiny_patch16_stride8_224': (7e6, None),
-    'vim_small_patch16_224': (26e6, None),
-    'vim_small_patch16_stride8_224': (26e6, None),
-    'vim_base_patch16_224': (98e6, None),
+    'vanilla_vmamba_tiny': (23e6, 5.6e9, 224),
+    'vanilla_vmamba_small': (44e6, 11.2e9, 224),
+    'vanilla_vmamba_base': (76e6, 18.0e9, 224),
+    'vmamba_tiny_s2l5': (31e6, 4.9e9, 224),
+    'vmamba_small_s2l15': (50e6, 8.7e9, 224),
+    'vmamba_base_s2l15': (89e6, 15.4e9, 224),
+    'vmamba_tiny_s1l8': (30e6, 4.9e9, 224),
+    'vmamba_small_s1l20': (49e6, 8.6e9, 224),
+    'vmamba_base_s1l20': (87e6, 15.2e9, 224),
+    # Vim README: parameters only (vim_swin_soft_m2.md section 1.2)
+    'vim_tiny_patch16_224': (7e6, None, 224),
+    'vim_tiny_patch16_stride8_224': (7e6, None, 224),
+    'vim_small_patch16_224': (26e6, None, 224),
+    'vim_small_patch16_stride8_224': (26e6, None, 224),
+    'vim_base_patch16_224': (98e6, None, 224),
+    # Swin README (vim_swin_soft_m2.md section 2.1)
+    'zswin_tiny_patch4_window7_224': (28e6, 4.5e9, 224),
+    'zswin_small_patch4_window7_224': (50e6, 8.7e9, 224),
+    'zswin_base_patch4_window7_224': (88e6, 15.4e9, 224),
+    'zswin_base_patch4_window12_384': (88e6, 47.1e9, 384),
+    'zswin_large_patch4_window12_384': (197e6, 103.9e9, 384),
+    # SOFT README (vim_swin_soft_m2.md section 3.2)
+    'soft_tiny': (13e6, 1.9e9, 224),
+    'soft_small': (24e6, 3.3e9, 224),
+    'soft_medium': (45e6, 7.2e9, 224),
+    'soft_large': (64e6, 11.0e9, 224),
+    'soft_huge': (87e6, 16.3e9, 224),
+    # EfficientVMamba README (vmamba_family.md section 4.1)
+    'efficientvmamba_tiny': (6e6, 0.8e9, 224),
+    'efficientvmamba_small': (11e6, 1.3e9, 224),
+    'efficientvmamba_base': (33e6, 4.0e9, 224),
+    # Spatial-Mamba README (vmamba_family.md section 6.1)
+    'spatialmamba_tiny': (27e6, 4.5e9, 224),
+    'spatialmamba_small': (43e6, 7.1e9, 224),
+    'spatialmamba_base': (96e6, 15.8e9, 224),
+    # GroupMamba README: parameters only (vmamba_family.md section 7.1)
+    'groupmamba_tiny': (23e6, None, 224),
+    'groupmamba_small': (34e6, None, 224),
+    'groupmamba_base': (57e6, None, 224),
 }
 
 
@@ -144,7 +168,7 @@ class Row:
     params: float
     flops: Dict[str, float]
     device: str
-    published: Tuple[Optional[float], Optional[float]]
+    published: Tuple[Optional[float], Optional[float], int]
 
 
 def measure(name: str, img_size: Optional[int], batch: int, model_kwargs: Dict[str, Any]) -> Row:
@@ -162,7 +186,7 @@ def measure(name: str, img_size: Optional[int], batch: int, model_kwargs: Dict[s
                 raise
             _logger.info(f'{name}: cannot run on the meta device ({str(e).splitlines()[0]}); counting on the CPU')
     params = sum(p.numel() for p in model.parameters())
-    return Row(name, size, params, flops, device, PUBLISHED.get(name, (None, None)))
+    return Row(name, size, params, flops, device, PUBLISHED.get(name, (None, None, 0)))
 
 
 def _g(value: Optional[float], scale: float, digits: int) -> str:
@@ -175,7 +199,8 @@ def main(argv: Optional[List[str]] = None) -> List[Row]:
                                      formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument('--models', default=None,
                         help='comma-separated names or wildcards (default: every zoo model with published numbers)')
-    parser.add_argument('--img-size', type=int, default=224, help="input size; 0 for each model's default")
+    parser.add_argument('--img-size', type=int, default=0,
+                        help="input size (default: each model's own, the size of its published numbers)")
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs)
     parser.add_argument('--out', default=None, help='also write the Markdown table to this file')
@@ -189,12 +214,12 @@ def main(argv: Optional[List[str]] = None) -> List[Row]:
     with_fft = any(r.flops['fft'] for r in rows)  # an FFT column only for models that run FFTs
     header = ['model', 'input', 'params (M)', 'published params (M)', 'GFLOPs', 'published GFLOPs', 'scan GFLOPs']
     table = [[r.model, r.img_size, _g(r.params, 1e6, 2), _g(r.published[0], 1e6, 0), _g(r.flops['total'], 1e9, 3),
-              _g(r.published[1], 1e9, 1) if r.img_size == 224 and args.batch == 1 else '–',
+              _g(r.published[1], 1e9, 1) if r.img_size == r.published[2] and args.batch == 1 else '–',
               _g(r.flops['scan'], 1e9, 3)] + ([_g(r.flops['fft'], 1e9, 3)] if with_fft else []) for r in rows]
     header += ['FFT GFLOPs'] if with_fft else []
     text = (f'batch {args.batch}; FLOPs count a multiply-accumulate as 1 (fvcore convention), the selective scan '
-            f'as 9*B*L*D*N + B*D*L (D) [+ B*D*L (z)]; published numbers are at 224 x 224\n\n'
-            + markdown_table(header, table))
+            f'as 9*B*L*D*N + B*D*L (D) [+ B*D*L (z)]; published FLOPs are shown at the input size they were '
+            f'measured at\n\n' + markdown_table(header, table))
     print(text)
     if args.out:
         with open(args.out, 'w') as f:

@@ -437,6 +437,7 @@ class Trainer:
             args.aug_backend, self.data_config, args.scale, args.ratio, args.hflip, args.vflip, args.color_jitter,
             args.aa, interpolation, args.reprob, args.remode, args.recount)
         self.val_set.transform = create_transform(**self.data_config)
+        self._check_input_size()
 
         if args.aug_repeats:
             inner = RepeatAugSampler(self.train_set, num_replicas=world.size, rank=world.rank,
@@ -518,6 +519,18 @@ class Trainer:
             with open(self.folder / 'args.yaml', 'w') as f:
                 yaml.safe_dump(self._args_dict(), f, sort_keys=False)
         self.log = RunLog(self.folder, world.main, args.tensorboard, history, self.progress.updates)
+
+    def _check_input_size(self) -> None:
+        """One image through the model before anything else: a size the model cannot take is a clear error."""
+        x = torch.zeros((1, *self.data_config['input_size']), device=self.device)
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                self.model(x)
+        except ValueError as e:  # the zoo's models say what they need in a ValueError
+            raise CliError(f'{self.args.model} cannot take {tuple(x.shape[1:])} inputs: {e} (see --img-size)') from None
+        finally:
+            self.model.train()
 
     # -- checkpoints ------------------------------------------------------------------------------------
 
