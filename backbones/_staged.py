@@ -53,9 +53,9 @@ class StagedBackbone(nn.Module):
         self.head.reset(num_classes, pool_type=global_pool)
 
     def _check_input(self, x: Tensor) -> None:
-        if x.dim() != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f'{type(self).__name__} expects input of shape (B, {self.in_chans}, H, W) '
-                             f'(in_chans={self.in_chans}), got {tuple(x.shape)}')
+        if x.dim() != 4 or x.shape[1] != self.in_chans or x.shape[2] < 1 or x.shape[3] < 1:
+            raise ValueError(f'{type(self).__name__} expects input of shape (B, {self.in_chans}, H, W) with '
+                             f'H, W >= 1 (in_chans={self.in_chans}), got {tuple(x.shape)}')
         m = self.input_multiple
         if x.shape[2] % m or x.shape[3] % m:
             raise ValueError(f'{type(self).__name__} needs H and W divisible by {m}, got {tuple(x.shape[2:])}: its '

@@ -63,7 +63,7 @@ Written for linzoo from the paper and reference notes (no official code copied).
 import math
 import re
 from functools import partial
-from typing import Any, Dict, List, Optional, Set, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -73,10 +73,10 @@ from torch import Tensor
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, named_apply, register_model
-from timm.models._features import feature_take_indices
 
 from scans import Scan, create_scan
-from .ssm import SelectiveSSM, ssm_no_weight_decay
+from ._staged import StagedBackbone
+from .ssm import SelectiveSSM
 
 __all__ = ['SpatialMamba']  # model_registry will add each entrypoint fn to this
 
@@ -333,7 +333,7 @@ def _fusion_scan(scan: Union[str, Scan]) -> Scan:
     return scan
 
 
-class SpatialMamba(nn.Module):
+class SpatialMamba(StagedBackbone):
     """Spatial-Mamba: a four-stage pyramid of structure-aware SSM blocks; stage widths double (C, 2C, 4C, 8C).
 
     Args:
@@ -409,119 +409,6 @@ class SpatialMamba(nn.Module):
         self.norm = _LayerNorm2d(prev_dim)
         self.head = ClassifierHead(prev_dim, num_classes, pool_type=global_pool, drop_rate=drop_rate)
         named_apply(_init_weights, self)
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
-        return dict(
-            stem=r'^stem',
-            blocks=r'^stages\.(\d+)' if coarse else [
-                (r'^stages\.(\d+)\.downsample', (0,)),
-                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
-                (r'^norm|^feature_norms', (99999,)),
-            ],
-        )
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> Set[str]:
-        return ssm_no_weight_decay(self)
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, pool_type=global_pool)
-
-    def _check_input(self, x: Tensor) -> None:
-        if x.dim() != 4 or x.shape[1] != self.in_chans or x.shape[2] < 1 or x.shape[3] < 1:
-            raise ValueError(f'{type(self).__name__} expects input of shape (B, {self.in_chans}, H, W) with H, W >= 1 '
-                             f'(in_chans={self.in_chans}), got {tuple(x.shape)}')
-
-    def forward_intermediates(
-            self,
-            x: Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[Tensor], Tuple[Tensor, List[Tensor]]]:
-        """Forward returning the stage outputs (strides 4, 8, 16, 32) as well.
-
-        Args:
-            x: Input images (B, C, H, W).
-            indices: Stages to return: None for all, an int n for the last n, or a list of indices.
-            norm: Apply the final norm to the last stage output (ignored with ``feature_norm``, whose per-stage
-                norms are always applied).
-            stop_early: Stop after the last requested stage.
-            output_fmt: Only 'NCHW'.
-            intermediates_only: Return only the intermediates.
-
-        Returns:
-            The stage outputs, preceded by the final features unless ``intermediates_only``.
-        """
-        if output_fmt != 'NCHW':
-            raise ValueError(f"{type(self).__name__}.forward_intermediates: output_fmt must be 'NCHW', "
-                             f'got {output_fmt!r}')
-        self._check_input(x)
-        intermediates = []
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        last_idx = len(self.stages) - 1
-        if torch.jit.is_scripting() or not stop_early:
-            stages = self.stages
-        else:
-            stages = self.stages[:max_index + 1]
-
-        x = self.stem(x)
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take_indices:
-                if self.feature_norms is not None:
-                    intermediates.append(self.feature_norms[i](x))
-                elif norm and i == last_idx:
-                    intermediates.append(self.norm(x))
-                else:
-                    intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        if len(stages) < len(self.stages):  # stopped early: the final norm belongs to the last stage's width
-            return x, intermediates
-        return self.norm(x), intermediates
-
-    def prune_intermediate_layers(
-            self,
-            indices: Union[int, List[int]] = 1,
-            prune_norm: bool = False,
-            prune_head: bool = True,
-    ) -> List[int]:
-        """Drop the stages after the last of ``indices`` (and the final norm / head) for feature extraction."""
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        self.stages = self.stages[:max_index + 1]
-        if self.feature_norms is not None:
-            self.feature_norms = self.feature_norms[:max_index + 1]
-        if prune_norm:
-            self.norm = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0, '')
-        return take_indices
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        self._check_input(x)
-        x = self.stem(x)
-        x = self.stages(x)
-        return self.norm(x)
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        return self.head(x, pre_logits=True) if pre_logits else self.head(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _init_weights(module: nn.Module, name: str = '') -> None:
