@@ -11,4 +11,7 @@ from .swin import SwinTransformer
 from .vim import Vim
 from .vmamba import VMamba
 
-__all__ = ['SelectiveSSM', 'SwinTransformer', 'VMamba', 'Vim', 'ssm_no_weight_decay']
+__all__ = [
+    'EfficientVMamba', 'GroupMamba', 'SelectiveSSM', 'Soft', 'SpatialMamba', 'SwinTransformer', 'VMamba', 'Vim',
+    'ssm_no_weight_decay',
+]
