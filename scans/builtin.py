@@ -15,12 +15,13 @@
 | `window2`       | 2  | 2                | `window` + reversed                                           |
 | `atrous`        | s*s| 1                | step x step sub-lattices (EfficientVMamba ES2D, `step`=2)     |
 | `grouped`       | K  | 1                | route k of a base scan (default `cross`) on channel group k (GroupMamba) |
+| `concat`        | 1  | len(`routes`)    | chosen routes of a base scan (default `cross`) joined into one (MSVMamba) |
 
 Variants with reversals are separate names (not options) so that a backbone picks any of them
 with a plain ``scan='snake4'`` string.
 """
 import math
-from typing import Callable, ClassVar, List, Tuple, Union
+from typing import Callable, ClassVar, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -30,7 +31,7 @@ from .base import Scan, create_scan, register_scan
 
 __all__ = [
     'RasterScan', 'BidirectionalScan', 'CrossScan', 'SnakeScan', 'Snake4Scan', 'DiagonalScan', 'Diagonal4Scan',
-    'HilbertScan', 'SpiralScan', 'WindowScan', 'Window2Scan', 'AtrousScan', 'GroupedScan',
+    'HilbertScan', 'SpiralScan', 'WindowScan', 'Window2Scan', 'AtrousScan', 'GroupedScan', 'ConcatScan',
 ]
 
 PathFn = Callable[[int, int], Tensor]
@@ -317,3 +318,50 @@ class GroupedScan(Scan):
 
     def extra_repr(self) -> str:
         return f'base={self.base.name!r}'
+
+
+@register_scan('concat')
+class ConcatScan(Scan):
+    """Routes of a base scan joined end to end into ONE route (MSVMamba's low-resolution branch).
+
+    MSVMamba (Shi et al. 2024, YuHengsss/MSVMamba ``SS2D.forward``, ``ms_split=[1, 3]``) scans its stride-2 map
+    along ``cross`` routes 2, 1, 3 (row-major reversed, column-major, column-major reversed) concatenated into a
+    single sequence of length 3 * H * W, so one recurrence runs through all three and its state carries over from
+    the end of one route into the start of the next; ``create_scan('concat', routes=(2, 1, 3))`` is that scan.
+    ``merge`` sums the visits of every token (visits_per_token = number of joined routes), like the official
+    un-flip / un-transpose and sum of the three segments.
+
+    Args:
+        base: Name of the base scan, or a scan instance; its routes must each visit every token once.
+        routes: Indices of the base routes to join, in order (default: all of them, in their order).
+    """
+    num_routes = 1
+
+    def __init__(self, base: Union[str, Scan] = 'cross', routes: Optional[Sequence[int]] = None) -> None:
+        super().__init__()
+        self.base = create_scan(base) if isinstance(base, str) else base
+        if not isinstance(self.base, Scan):
+            raise TypeError(f'scan {self.name!r}: base must be a scan name or a Scan, got {type(base).__name__}')
+        if self.base.splits_channels or self.base.visits_per_token != self.base.num_routes:
+            raise ValueError(f'scan {self.name!r}: base {self.base.name!r} must have routes that each visit every '
+                             f'token once (visits_per_token == num_routes); it has K={self.base.num_routes}, '
+                             f'visits_per_token={self.base.visits_per_token}; use e.g. cross, snake4, hilbert')
+        num_base = self.base.num_routes
+        routes = tuple(range(num_base)) if routes is None else tuple(routes)
+        if not routes or any(isinstance(r, bool) or not isinstance(r, int) or not 0 <= r < num_base for r in routes):
+            raise ValueError(f'scan {self.name!r}: routes must be a non-empty sequence of route indices of '
+                             f'{self.base.name!r} in [0, {num_base}), got {routes!r}')
+        self.routes = routes
+        self.visits_per_token = len(routes)
+
+    def check_size(self, height: int, width: int) -> None:
+        self.base.check_size(height, width)
+
+    def route_length(self, height: int, width: int) -> int:
+        return len(self.routes) * self.base.route_length(height, width)
+
+    def _build_routes(self, height: int, width: int) -> Tensor:
+        return self.base.index_plan(height, width)[list(self.routes)].reshape(1, -1)
+
+    def extra_repr(self) -> str:
+        return f'base={self.base.name!r}, routes={self.routes}'

@@ -14,7 +14,7 @@ ALL_CASES = pytest.mark.parametrize(
     ('name', 'size'), [(n, s) for n in list_scans() for s in SIZES], ids=lambda v: v if isinstance(v, str) else
     f'{v[0]}x{v[1]}')
 BUILTIN = {'raster', 'bidirectional', 'cross', 'snake', 'snake4', 'diagonal', 'diagonal4', 'hilbert', 'spiral',
-           'window', 'window2', 'atrous', 'grouped'}
+           'window', 'window2', 'atrous', 'grouped', 'concat'}
 
 
 def _channels(scan: Scan) -> int:
@@ -97,7 +97,9 @@ def test_routes_visit_every_token_as_promised(name, size):
     assert int(plan.min()) >= 0 and int(plan.max()) <= num_tokens  # num_tokens is the padding sentinel
     for route in plan:
         real = route[route < num_tokens]
-        assert real.unique().numel() == real.numel(), 'a route visits a token twice'
+        # concat joins whole base routes into one: each joined segment visits a token at most once.
+        for segment in real.view(scan.visits_per_token, -1) if name == 'concat' else [real]:
+            assert segment.unique().numel() == segment.numel(), 'a route visits a token twice'
         if name != 'atrous':  # atrous keeps EfficientVMamba's in-route zero padding (tested below)
             assert bool((route[:real.numel()] < num_tokens).all()), 'padding must sit at the end of a route'
     counts = torch.bincount(plan[plan < num_tokens], minlength=num_tokens)
@@ -287,6 +289,32 @@ def test_grouped_other_base():
     assert create_scan('grouped', base='snake4').num_routes == 4
 
 
+@pytest.mark.parametrize('size', [(4, 4), (3, 5), (8, 6), (1, 7)])
+def test_concat_matches_msvmamba(size):
+    """MSVMamba's low-resolution sequence: [row reversed, column, column reversed] joined into one route."""
+    scan = create_scan('concat', routes=(2, 1, 3))
+    num_tokens = size[0] * size[1]
+    assert (scan.num_routes, scan.visits_per_token, scan.route_length(*size)) == (1, 3, 3 * num_tokens)
+    x = _int_map(scan, size)
+    row, col = x.flatten(2), x.transpose(2, 3).flatten(2)
+    assert torch.equal(scan.flatten(x)[:, 0], torch.cat([row.flip(-1), col, col.flip(-1)], dim=2))
+    # Official merge: un-flip / un-transpose each segment and sum.
+    ys = torch.randn(2, 1, x.shape[1], 3 * num_tokens, dtype=torch.float64)
+    seg = ys[:, 0].split(num_tokens, dim=2)
+    expected = (seg[0].flip(-1).view_as(x) + seg[1].view(*x.shape[:2], size[1], size[0]).transpose(2, 3)
+                + seg[2].flip(-1).view(*x.shape[:2], size[1], size[0]).transpose(2, 3))
+    torch.testing.assert_close(scan.merge(ys, size), expected, rtol=0, atol=1e-12)
+
+
+def test_concat_defaults_and_other_base():
+    scan = create_scan('concat')
+    assert scan.route_length(3, 5) == 4 * 15 and scan.visits_per_token == 4
+    x = _int_map(scan, (3, 5))
+    assert torch.equal(scan.flatten(x), create_scan('cross').flatten(x).transpose(1, 2).reshape(2, 1, -1, 60))
+    hilbert = create_scan('concat', base='hilbert', routes=(1,))
+    assert torch.equal(hilbert.flatten(x), create_scan('hilbert').flatten(x)[:, 1:])
+
+
 def test_window_orders():
     assert create_scan('window', window_size=2).index_plan(4, 4).tolist() == [
         [0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15]]
@@ -447,6 +475,10 @@ def test_unknown_name_lists_known_scans():
     ('grouped', {'base': 'atrous'}, ValueError, 'visit every token once'),
     ('grouped', {'base': 'nope'}, ValueError, 'unknown scan'),
     ('grouped', {'base': 3}, TypeError, 'base'),
+    ('concat', {'base': 'atrous'}, ValueError, 'visit every token once'),
+    ('concat', {'routes': ()}, ValueError, 'routes'),
+    ('concat', {'routes': (4,)}, ValueError, 'routes'),
+    ('concat', {'routes': (True,)}, ValueError, 'routes'),
 ])
 def test_bad_options(name, kwargs, error, match):
     with pytest.raises(error, match=match):
