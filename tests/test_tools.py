@@ -297,8 +297,10 @@ def test_every_zoo_family_trains(tiny, tmp_path, name):
     ['--amp', 'bf16', '--torchcompile', 'eager'],
 ], ids=['fp16-channels-last-checkpointing', 'bf16-compile'])
 def test_precision_memory_format_and_compile_options_train(tiny, tmp_path, options):
-    row = train.main(['--data-dir', str(tiny), *TINY_ARGS, '--epochs', '1', *options, '--output', str(tmp_path),
-                      '--no-tensorboard'])
+    # 32 px, not 16: the last stage's 3x3/s2 conv must not see a 1x1 map, whose bfloat16 weight gradient comes
+    # back NaN now and then on the CPU (a PyTorch/oneDNN bug in 2.14, reproduced with a bare nn.Conv2d)
+    row = train.main(['--data-dir', str(tiny), *TINY_ARGS, '--img-size', '32', '--epochs', '1', *options,
+                      '--output', str(tmp_path), '--no-tensorboard'])
     assert math.isfinite(row['train_loss']) and math.isfinite(row['val_loss'])
 
 
