@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 import kernels
+from kernels.monarch import monarch_matmul
 from tools import benchmark, flops, train, validate, visualize_scans
 from tools.checkpoint import load_checkpoint
 from tools.common import run_cli, zoo_models
@@ -365,12 +366,14 @@ def test_flops_apply_the_selective_scan_rule():
     assert gated['scan'] == 9 * b * length * d * n + 2 * b * d * length
 
 
-def test_flops_count_ffts_and_halve_matmuls():
+def test_flops_count_ffts_matmuls_and_monarch_products():
     x = torch.randn(3, 64)
     assert flops.count_flops(lambda: torch.fft.rfft(x))['fft'] == 3 * 1.25 * 64 * 6
     assert flops.count_flops(lambda: torch.fft.fft(x.to(torch.complex64)))['fft'] == 3 * 2.5 * 64 * 6
     assert flops.count_flops(lambda: torch.fft.irfft(torch.fft.rfft(x), n=64))['fft'] == 2 * 3 * 1.25 * 64 * 6
     assert flops.count_flops(lambda: x @ torch.randn(64, 10))['dense'] == 3 * 64 * 10
+    w1, w2 = torch.randn(8, 4, 8), torch.randn(4, 16, 8)  # Monarch: (k, q, p) = (8, 4, 8), (l, s, r) = (4, 16, 8)
+    assert flops.count_flops(lambda: monarch_matmul(x, w1, w2))['total'] == 3 * (8 * 4 * 8 + 4 * 16 * 8)
 
 
 def test_flops_of_vmamba_match_the_published_numbers(capsys):
