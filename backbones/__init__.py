@@ -4,6 +4,7 @@
 """
 from .efficientvmamba import EfficientVMamba
 from .groupmamba import GroupMamba
+from .msvmamba import MSVMamba
 from .soft import Soft
 from .spatialmamba import SpatialMamba
 from .ssm import SelectiveSSM, ssm_no_weight_decay
@@ -12,6 +13,6 @@ from .vim import Vim
 from .vmamba import VMamba
 
 __all__ = [
-    'EfficientVMamba', 'GroupMamba', 'SelectiveSSM', 'Soft', 'SpatialMamba', 'SwinTransformer', 'VMamba', 'Vim',
-    'ssm_no_weight_decay',
+    'EfficientVMamba', 'GroupMamba', 'MSVMamba', 'SelectiveSSM', 'Soft', 'SpatialMamba', 'SwinTransformer', 'VMamba',
+    'Vim', 'ssm_no_weight_decay',
 ]
