@@ -4,6 +4,7 @@
 """
 from .efficientvmamba import EfficientVMamba
 from .groupmamba import GroupMamba
+from .m2vit import M2ViT
 from .msvmamba import MSVMamba
 from .soft import Soft
 from .spatialmamba import SpatialMamba
@@ -13,6 +14,6 @@ from .vim import Vim
 from .vmamba import VMamba
 
 __all__ = [
-    'EfficientVMamba', 'GroupMamba', 'MSVMamba', 'SelectiveSSM', 'Soft', 'SpatialMamba', 'SwinTransformer', 'VMamba',
-    'Vim', 'ssm_no_weight_decay',
+    'EfficientVMamba', 'GroupMamba', 'M2ViT', 'MSVMamba', 'SelectiveSSM', 'Soft', 'SpatialMamba', 'SwinTransformer',
+    'VMamba', 'Vim', 'ssm_no_weight_decay',
 ]

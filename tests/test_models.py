@@ -21,8 +21,9 @@ SIZE = 64
 BATCH = 2
 
 # Parameters that must never decay, by name: SSM A_log / D / dt bias, relative-position bias tables, absolute
-# position embeddings and class tokens.
-NO_WEIGHT_DECAY_PARAMS = ('A_logs', 'Ds', 'dt_projs_bias', 'relative_position_bias_table', 'pos_embed', 'cls_token')
+# position embeddings and class tokens, the sine frequencies of Hyena implicit filters.
+NO_WEIGHT_DECAY_PARAMS = (
+    'A_logs', 'Ds', 'dt_projs_bias', 'relative_position_bias_table', 'pos_embed', 'cls_token', 'freq')
 
 over_test_models = pytest.mark.parametrize('name', TEST_MODELS)
 over_all_models = pytest.mark.parametrize('name', PROJECT_MODELS)
