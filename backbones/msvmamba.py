@@ -144,25 +144,24 @@ class MS2D(nn.Module):
 class ConvFFN(nn.Module):
     """Feed-forward with a depthwise-conv residual inside (official ``ConvFFN``): fc1, ``t + dw(t)``, GELU, fc2.
 
+    The official module also has dropout after fc1 and fc2, but every published config sets it to 0.
+
     Args:
         dim: Block width.
         hidden_dim: Hidden width.
-        drop: Dropout after each 1x1 conv.
     """
 
-    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.):
+    def __init__(self, dim: int, hidden_dim: int):
         super().__init__()
         self.fc1 = nn.Conv2d(dim, hidden_dim, 1)
-        self.drop1 = nn.Dropout(drop)
         self.conv_dw = nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1, groups=hidden_dim)
         self.act = nn.GELU()
         self.fc2 = nn.Conv2d(hidden_dim, dim, 1)
-        self.drop2 = nn.Dropout(drop)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.drop1(self.fc1(x))
+        x = self.fc1(x)
         x = self.act(x + self.conv_dw(x))
-        return self.drop2(self.fc2(x))
+        return self.fc2(x)
 
 
 class MSVSSBlock(nn.Module):
