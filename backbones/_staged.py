@@ -12,11 +12,28 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from timm.models import checkpoint_seq
 from timm.models._features import feature_take_indices
 
 from .ssm import ssm_no_weight_decay
 
-__all__ = ['StagedBackbone']
+__all__ = ['Stage', 'StagedBackbone']
+
+
+class Stage(nn.Module):
+    """Optional downsampling, then a sequence of blocks (checkpointed when ``grad_checkpointing`` is set)."""
+
+    def __init__(self, blocks: List[nn.Module], downsample: Optional[nn.Module] = None):
+        super().__init__()
+        self.grad_checkpointing = False
+        self.downsample = downsample if downsample is not None else nn.Identity()
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.downsample(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self.blocks, x)
+        return self.blocks(x)
 
 
 class StagedBackbone(nn.Module):

@@ -56,7 +56,7 @@ Written for linzoo from the paper and reference notes (no official code copied).
 import math
 import re
 from functools import partial
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -64,11 +64,11 @@ from torch import Tensor
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, DropPath, trunc_normal_
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, named_apply, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, named_apply, register_model
 from timm.models._efficientnet_blocks import InvertedResidual, SqueezeExcite
 
 from scans import Scan, create_scan
-from ._staged import StagedBackbone
+from ._staged import Stage, StagedBackbone
 from .vmamba import SS2D, PatchMerging, _LayerNorm2d, _remap_official_key as _remap_vmamba_key
 
 __all__ = ['EfficientVMamba']  # model_registry will add each entrypoint fn to this
@@ -152,24 +152,6 @@ class EVSSBlock(nn.Module):
         return shortcut + self.drop_path(x)
 
 
-class EfficientVMambaStage(nn.Module):
-    """Optional downsampling, then a sequence of blocks (EVSS or inverted residual)."""
-
-    def __init__(self, blocks: List[nn.Module], downsample: Optional[nn.Module] = None):
-        super().__init__()
-        self.grad_checkpointing = False
-        self.downsample = downsample if downsample is not None else nn.Identity()
-        self.blocks = nn.Sequential(*blocks)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.downsample(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            x = checkpoint_seq(self.blocks, x)
-        else:
-            x = self.blocks(x)
-        return x
-
-
 class EfficientVMamba(StagedBackbone):
     """EfficientVMamba: EVSS stages (atrous selective scan + conv branch) then inverted-residual stages.
 
@@ -249,7 +231,7 @@ class EfficientVMamba(StagedBackbone):
                     InvertedResidual(dim, dim, exp_ratio=4.0, se_layer=se_layer, drop_path_rate=dpr[i][j])
                     for j in range(depth)
                 ]
-            stages.append(EfficientVMambaStage(
+            stages.append(Stage(
                 blocks,
                 downsample=PatchMerging(prev_dim, dim, norm_layer=norm_layer) if i > 0 else None,
             ))

@@ -62,8 +62,7 @@ from timm.layers import ClassifierHead, DropPath, SEModule, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, named_apply, register_model
 
 from scans import Scan, create_scan
-from ._staged import StagedBackbone
-from .efficientvmamba import EfficientVMambaStage
+from ._staged import Stage, StagedBackbone
 from .ssm import SelectiveSSM
 from .vmamba import PatchMerging, _LayerNorm2d, _remap_official_key as _remap_vmamba_key
 
@@ -275,7 +274,7 @@ class MSVMamba(StagedBackbone):
                 )
                 for j in range(depth)
             ]
-            stages.append(EfficientVMambaStage(
+            stages.append(Stage(
                 blocks,
                 downsample=PatchMerging(prev_dim, dim, norm_layer=norm_layer) if i > 0 else None,
             ))

@@ -35,10 +35,10 @@ from torch import Tensor
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp, trunc_normal_
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, named_apply, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, named_apply, register_model
 
 from scans import Scan, create_scan
-from ._staged import StagedBackbone
+from ._staged import Stage, StagedBackbone
 from .ssm import SelectiveSSM
 
 __all__ = ['VMamba']  # model_registry will add each entrypoint fn to this
@@ -191,7 +191,7 @@ class ConvDownsample(nn.Module):
         return self.norm(self.conv(x))
 
 
-class VMambaStage(nn.Module):
+class VMambaStage(Stage):
     """Optional downsampling, then ``depth`` VSS blocks."""
 
     def __init__(
@@ -212,35 +212,27 @@ class VMambaStage(nn.Module):
             drop_path: Optional[List[float]] = None,
             norm_layer: Callable[[int], nn.Module] = _LayerNorm2d,
     ):
-        super().__init__()
-        self.grad_checkpointing = False
-        self.downsample = downsample(dim, out_dim, norm_layer=norm_layer) if downsample is not None else nn.Identity()
         drop_path = drop_path or [0.] * depth
-        self.blocks = nn.Sequential(*[
-            VSSBlock(
-                out_dim,
-                scan,
-                d_state=d_state,
-                ssm_ratio=ssm_ratio,
-                dt_rank=dt_rank,
-                d_conv=d_conv,
-                conv_bias=conv_bias,
-                gate=gate,
-                force_fp32=force_fp32,
-                mlp_ratio=mlp_ratio,
-                drop_path=drop_path[i],
-                norm_layer=norm_layer,
-            )
-            for i in range(depth)
-        ])
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.downsample(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            x = checkpoint_seq(self.blocks, x)
-        else:
-            x = self.blocks(x)
-        return x
+        super().__init__(
+            blocks=[
+                VSSBlock(
+                    out_dim,
+                    scan,
+                    d_state=d_state,
+                    ssm_ratio=ssm_ratio,
+                    dt_rank=dt_rank,
+                    d_conv=d_conv,
+                    conv_bias=conv_bias,
+                    gate=gate,
+                    force_fp32=force_fp32,
+                    mlp_ratio=mlp_ratio,
+                    drop_path=drop_path[i],
+                    norm_layer=norm_layer,
+                )
+                for i in range(depth)
+            ],
+            downsample=downsample(dim, out_dim, norm_layer=norm_layer) if downsample is not None else None,
+        )
 
 
 class VMamba(StagedBackbone):
