@@ -60,7 +60,7 @@ DEFAULT_RECIPE = 'digits'
 BEST = 'best.pth'
 
 # Options a resumed run may change; every other one must match the checkpoint (the run continues as started).
-_RESUME_MUTABLE = {'resume', 'epochs', 'workers', 'pin_mem', 'checkpoint_every', 'output', 'device',
+_RESUME_MUTABLE = {'resume', 'epochs', 'workers', 'threads', 'pin_mem', 'checkpoint_every', 'output', 'device',
                    'val_batch_size', 'data_dir', 'torchcompile', 'tensorboard'}
 # ... and these may change only at an epoch boundary (a mid-epoch position is a count of batches of this size).
 _RESUME_EPOCH_BOUNDARY = {'batch_size', 'world_size', 'aug_repeats'}
@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--val-batch-size', type=int, default=None, help='default: 2 x --batch-size')
     g.add_argument('--amp', default='none', choices=['none', 'bf16', 'fp16'], help='autocast precision')
     g.add_argument('--seed', type=int, default=42)
+    g.add_argument('--threads', type=int, default=None,
+                   help="intra-op CPU threads per process (default: torch's); with data-loading workers on a small "
+                        'machine, fewer threads than cores avoid oversubscription')
     g.add_argument('--device', default=None, help='cpu, cuda, cuda:1 ... (default: cuda if present); under '
                                                   'torchrun each process takes cuda:LOCAL_RANK')
     g.add_argument('--output', default=None, help='run folder (default: out/train/<time>-<model>)')
@@ -760,6 +763,8 @@ class Trainer:
 def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     """Train as the command line says; returns the final epoch's metrics."""
     args, checkpoint = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     world, device = init_world(args.device)
     logging.basicConfig(level=logging.INFO if world.main else logging.WARNING, format='%(message)s', force=True)
     trainer = None
