@@ -78,6 +78,12 @@ PUBLISHED: Dict[str, Tuple[Optional[float], Optional[float], int]] = {
     'spatialmamba_tiny': (27e6, 4.5e9, 224),
     'spatialmamba_small': (43e6, 7.1e9, 224),
     'spatialmamba_base': (96e6, 15.8e9, 224),
+    # MSVMamba README, main branch (vmamba_family.md section 5.1)
+    'msvmamba_nano': (7e6, 0.9e9, 224),
+    'msvmamba_micro': (12e6, 1.5e9, 224),
+    'msvmamba_tiny': (33e6, 4.6e9, 224),
+    # M2-ViT paper: parameters only (vim_swin_soft_m2.md section 4.2)
+    'm2vit_base_patch16_224': (45e6, None, 224),
     # GroupMamba README: parameters only (vmamba_family.md section 7.1)
     'groupmamba_tiny': (23e6, None, 224),
     'groupmamba_small': (34e6, None, 224),
