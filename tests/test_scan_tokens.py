@@ -5,8 +5,16 @@ import torch
 from scans import MiddleTokenScan, create_scan, list_scans
 
 SIZES = [(1, 1), (1, 6), (3, 5), (4, 4), (5, 3), (7, 7)]
-# Scans whose routes each visit every grid token once: the ones that can carry a middle token.
-FULL_SCANS = [n for n in list_scans() if n != 'atrous']
+
+
+def _every_route_visits_every_token_once(name: str) -> bool:
+    scan = create_scan(name)
+    return scan.visits_per_token == (1 if scan.splits_channels else scan.num_routes)
+
+
+# Scans whose routes each visit every grid token once: the ones that can carry a middle token
+# (not atrous, whose routes are sub-lattices, nor concat, whose single route visits tokens repeatedly).
+FULL_SCANS = [n for n in list_scans() if _every_route_visits_every_token_once(n)]
 
 
 def _tokens(scan: MiddleTokenScan, size, batch: int = 2, dtype=torch.float64) -> torch.Tensor:
@@ -81,8 +89,9 @@ def test_raster_is_a_view():
 
 
 def test_padded_or_partial_routes_cannot_carry_a_middle_token():
-    with pytest.raises(ValueError, match="scan 'atrous' cannot carry a middle token"):
-        MiddleTokenScan('atrous').flatten(torch.zeros(1, 4, 17), (4, 4))
+    for name in ('atrous', 'concat'):
+        with pytest.raises(ValueError, match=f"scan '{name}' cannot carry a middle token"):
+            MiddleTokenScan(name).flatten(torch.zeros(1, 4, 17), (4, 4))
 
 
 def test_bad_inputs_raise_helpful_value_errors():
