@@ -50,7 +50,7 @@ Written for linzoo from the paper and reference notes (no official code copied).
 """
 import math
 import re
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -62,6 +62,7 @@ from timm.layers import ClassifierHead, DropPath, SEModule, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, named_apply, register_model
 
 from scans import Scan, create_scan
+from ._checkpoint import fit_state_dict, unwrap_checkpoint
 from ._staged import Stage, StagedBackbone
 from .ssm import SelectiveSSM
 from .vmamba import PatchMerging, _LayerNorm2d, _remap_official_key as _remap_vmamba_key
@@ -329,19 +330,6 @@ def _remap_official_key(key: str) -> str:
     return key
 
 
-_OPTIONAL_PREFIXES = ('feature_norms.', 'norm.', 'head.')
-
-
-def _block_counts(keys: List[str]) -> Dict[int, int]:
-    """Blocks per stage present in a state_dict of this implementation."""
-    counts = {}
-    for match in (re.match(r'^stages\.(\d+)\.blocks\.(\d+)\.', k) for k in keys):
-        if match:
-            stage, block = int(match.group(1)), int(match.group(2))
-            counts[stage] = max(counts.get(stage, 0), block + 1)
-    return counts
-
-
 def checkpoint_filter_fn(state_dict: Dict[str, Any], model: MSVMamba) -> Dict[str, Tensor]:
     """Convert an official MSVMamba checkpoint (or one of this implementation) for ``model``.
 
@@ -358,13 +346,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: MSVMamba) -> Dict[st
         ValueError: The checkpoint is not an MSVMamba one, or is of another variant or configuration (the message
             names the mismatched keys and shapes and the blocks per stage).
     """
-    for container in ('model', 'model_ema', 'state_dict'):
-        if isinstance(state_dict.get(container), dict):
-            state_dict = state_dict[container]
-            break
-    state_dict = {re.sub(r'^(module\.)+', '', k): v for k, v in state_dict.items()}
-    if any(k.startswith('backbone.') for k in state_dict):
-        state_dict = {k[len('backbone.'):]: v for k, v in state_dict.items() if k.startswith('backbone.')}
+    state_dict = unwrap_checkpoint(state_dict, ('model', 'model_ema', 'state_dict'))
     if 'stem.0.weight' in state_dict:
         out = state_dict
     elif 'patch_embed.0.weight' in state_dict:
@@ -373,49 +355,18 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: MSVMamba) -> Dict[st
         raise ValueError('checkpoint is not an MSVMamba: it has neither the official stem (patch_embed.0.weight) '
                          'nor the stem of this implementation (stem.0.weight)')
 
-    model_state = model.state_dict()
-    # Parts the model does not have: outnorms (no feature_norm), the classifier (pruned or num_classes=0).
-    out = {k: v for k, v in out.items() if k in model_state or not k.startswith(_OPTIONAL_PREFIXES)}
     if model.feature_norms is not None and not any(k.startswith('feature_norms.') for k in out):
-        out = {**out, **{k: v for k, v in model_state.items() if k.startswith('feature_norms.')}}
-
-    problems = []
-    counts, model_counts = _block_counts(list(out)), _block_counts(list(model_state))
-    for stage in sorted(set(counts) | set(model_counts)):
-        if counts.get(stage, 0) != model_counts.get(stage, 0):
-            problems.append(f'stage {stage}: {counts.get(stage, 0)} blocks in the checkpoint vs '
-                            f'{model_counts.get(stage, 0)} in the model')
-    converted = {}
-    for key, value in out.items():
-        target = model_state.get(key)
-        if target is not None and target.shape != value.shape:
-            if target.numel() == value.numel() and target.dim() == 4 and target.shape[-2:] == (1, 1):
-                value = value.reshape(target.shape)  # Linear (out, in) -> 1x1 conv (out, in, 1, 1)
-            elif not (key == 'stem.0.weight' and value.shape[0] == target.shape[0]) and not (
-                    key.startswith('head.fc.') and value.shape[1:] == target.shape[1:]):
-                # Other input channels (timm adapts the first conv) or classes (timm replaces the head) are fine.
-                problems.append(f'{key}: checkpoint {tuple(value.shape)} vs model {tuple(target.shape)}')
-        converted[key] = value
-
-    def in_common_blocks(key: str) -> bool:  # keys of surplus blocks are covered by the block counts above
-        match = re.match(r'^stages\.(\d+)\.blocks\.(\d+)\.', key)
-        if match is None:
-            return True
-        stage, block = int(match.group(1)), int(match.group(2))
-        return block < min(counts.get(stage, 0), model_counts.get(stage, 0))
-
-    # The detection backbone has no classifier, and timm replaces the head anyway when num_classes differs.
-    problems += [f'{k}: missing in the checkpoint' for k in model_state
-                 if k not in out and in_common_blocks(k) and not k.startswith(('norm.', 'head.'))]
-    problems += [f'{k}: not in the model' for k in out if k not in model_state and in_common_blocks(k)]
-    if problems:
-        shown = '; '.join(problems[:8]) + (f'; ... ({len(problems) - 8} more)' if len(problems) > 8 else '')
-        dims = tuple(info['num_chs'] for info in model.feature_info)
-        raise ValueError(f'checkpoint does not match this {type(model).__name__} (dims={dims}, depths='
-                         f'{tuple(len(s.blocks) for s in model.stages)}, scans {model.scan_low.name!r} + '
-                         f'{model.scan.name!r} with K={model.scan_low.num_routes}+{model.scan.num_routes}; the '
-                         f'official checkpoints need concat + raster, K=1+1): {shown}')
-    return converted
+        out = {**out, **{k: v for k, v in model.state_dict().items() if k.startswith('feature_norms.')}}
+    dims = tuple(info['num_chs'] for info in model.feature_info)
+    # The detection backbone has no final norm, and a model without feature norms drops the backbone's outnorms.
+    return fit_state_dict(
+        out,
+        model,
+        f'dims={dims}, depths={tuple(len(s.blocks) for s in model.stages)}, scans {model.scan_low.name!r} + '
+        f'{model.scan.name!r} with K={model.scan_low.num_routes}+{model.scan.num_routes}; the official checkpoints '
+        f'need concat + raster, K=1+1',
+        optional=('feature_norms.', 'norm.', 'head.'),
+    )
 
 
 def _create_msvmamba(variant: str, pretrained: bool = False, **kwargs) -> MSVMamba:

@@ -127,7 +127,7 @@ def test_detection_backbone_checkpoint(fixture):
 
 @pytest.mark.parametrize('kwargs, message', [
     (dict(dims=(24, 48, 96, 192)), r'stem\.0\.weight: checkpoint \(16, 3, 4, 4\) vs model \(24, 3, 4, 4\)'),
-    (dict(depths=(1, 1, 3, 1)), r'stage 2: 2 blocks in the checkpoint vs 3 in the model'),
+    (dict(depths=(1, 1, 3, 1)), r'stages\.2\.blocks: 2 blocks in the checkpoint vs 3 in the model'),
     (dict(d_state=4), r'stages\.0\.blocks\.0\.mixer\.ssm\.A_logs: checkpoint \(64, 1\) vs model \(64, 4\)'),
     (dict(scan='cross'), r'K=1\+4.*mixer\.ssm\.Ds: checkpoint \(64,\) vs model \(160,\)'),
 ])
