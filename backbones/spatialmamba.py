@@ -75,6 +75,7 @@ from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp, trunc_normal
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, named_apply, register_model
 
 from scans import Scan, create_scan
+from ._checkpoint import fit_state_dict, unwrap_checkpoint
 from ._staged import StagedBackbone
 from .ssm import SelectiveSSM
 
@@ -463,16 +464,6 @@ def _convert_official(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
     return out
 
 
-def _block_counts(keys: List[str]) -> Dict[int, int]:
-    """Blocks per stage present in a state_dict of this implementation."""
-    counts = {}
-    for match in (re.match(r'^stages\.(\d+)\.blocks\.(\d+)\.', k) for k in keys):
-        if match:
-            stage, block = int(match.group(1)), int(match.group(2))
-            counts[stage] = max(counts.get(stage, 0), block + 1)
-    return counts
-
-
 def checkpoint_filter_fn(state_dict: Dict[str, Any], model: SpatialMamba) -> Dict[str, Tensor]:
     """Convert an official Spatial-Mamba checkpoint (classification or detection backbone) for ``model``.
 
@@ -487,13 +478,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: SpatialMamba) -> Dic
         ValueError: The checkpoint is not a Spatial-Mamba, or is of another variant or configuration (the message
             names the mismatched keys and shapes and the blocks per stage).
     """
-    for container in ('model', 'model_ema', 'state_dict'):
-        if container in state_dict and isinstance(state_dict[container], dict):
-            state_dict = state_dict[container]
-            break
-    state_dict = {re.sub(r'^module\.', '', k): v for k, v in state_dict.items()}
-    if any(k.startswith('backbone.') for k in state_dict):
-        state_dict = {k[len('backbone.'):]: v for k, v in state_dict.items() if k.startswith('backbone.')}
+    state_dict = unwrap_checkpoint(state_dict, ('model', 'model_ema', 'state_dict'))
     if 'patch_embed.conv1.conv.weight' in state_dict:
         out = _convert_official(state_dict)
     elif 'stem.conv1.conv.weight' in state_dict:
@@ -502,35 +487,17 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: SpatialMamba) -> Dic
         raise ValueError('checkpoint is not a Spatial-Mamba: it has neither the official stem '
                          '(patch_embed.conv1.conv.weight) nor the stem of this implementation (stem.conv1.conv.weight)')
 
-    model_state = model.state_dict()
-    if model.feature_norms is None:
-        out = {k: v for k, v in out.items() if not k.startswith('feature_norms.')}
-    elif not any(k.startswith('feature_norms.') for k in out):
-        out.update({k: v for k, v in model_state.items() if k.startswith('feature_norms.')})
-
-    problems = []
-    counts, model_counts = _block_counts(list(out)), _block_counts(list(model_state))
-    for stage in sorted(set(counts) | set(model_counts)):
-        if counts.get(stage, 0) != model_counts.get(stage, 0):
-            problems.append(f'stage {stage}: {counts.get(stage, 0)} blocks in the checkpoint vs '
-                            f'{model_counts.get(stage, 0)} in the model')
-    for key, value in out.items():
-        target = model_state.get(key)
-        if target is None or target.shape == value.shape:
-            continue
-        # Other input channels (timm adapts the first conv) or classes (timm replaces the head) are fine.
-        if key == 'stem.conv1.conv.weight' and value.shape[:1] + value.shape[2:] == target.shape[:1] + target.shape[2:]:
-            continue
-        if key.startswith('head.fc.') and value.shape[1:] == target.shape[1:]:
-            continue
-        problems.append(f'{key}: checkpoint {tuple(value.shape)} vs model {tuple(target.shape)}')
-    if problems:
-        shown = '; '.join(problems[:8]) + (f'; ... ({len(problems) - 8} more)' if len(problems) > 8 else '')
-        dims = tuple(info['num_chs'] for info in model.feature_info)
-        raise ValueError(f'checkpoint does not match this {type(model).__name__} (dims={dims}, depths='
-                         f'{tuple(len(s.blocks) for s in model.stages)}, scan {model.scan.name!r} with '
-                         f'{model.scan.num_routes} route(s); official checkpoints have 1): {shown}')
-    return out
+    if model.feature_norms is not None and not any(k.startswith('feature_norms.') for k in out):
+        out = {**out, **{k: v for k, v in model.state_dict().items() if k.startswith('feature_norms.')}}
+    dims = tuple(info['num_chs'] for info in model.feature_info)
+    # The detection backbone has no final norm, and a model without feature norms drops the backbone's outnorms.
+    return fit_state_dict(
+        out,
+        model,
+        f'dims={dims}, depths={tuple(len(s.blocks) for s in model.stages)}, scan {model.scan.name!r} with '
+        f'{model.scan.num_routes} route(s); official checkpoints have 1',
+        optional=('feature_norms.', 'norm.', 'head.'),
+    )
 
 
 def _create_spatialmamba(variant: str, pretrained: bool = False, **kwargs) -> SpatialMamba:

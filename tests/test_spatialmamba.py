@@ -158,7 +158,7 @@ def test_detection_backbone_checkpoint(fixture):
 
 @pytest.mark.parametrize('kwargs, match', [
     (dict(embed_dim=16), r'dims=\(16, 32, 64, 128\).*stem\.conv1\.norm\.weight: checkpoint \(6,\) vs model \(8,\)'),
-    (dict(depths=(1, 1, 3, 1)), r'stage 2: 2 blocks in the checkpoint vs 3 in the model'),
+    (dict(depths=(1, 1, 3, 1)), r'stages\.2\.blocks: 2 blocks in the checkpoint vs 3 in the model'),
     (dict(scan='cross'), r"scan 'cross' with 4 route\(s\); official checkpoints have 1.*"
                          r'ssm\.x_proj_weight: checkpoint \(1, 3, 24\) vs model \(4, 3, 24\)'),
     (dict(d_state=2), r'ssm\.x_proj_weight: checkpoint \(1, 3, 24\) vs model \(1, 5, 24\)'),
