@@ -85,6 +85,7 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 from timm.models._features import feature_take_indices
 
 from scans import Scan, create_scan
+from ._checkpoint import fit_state_dict, unwrap_checkpoint
 from .ssm import SelectiveSSM, ssm_no_weight_decay
 
 __all__ = ['GroupMamba']  # model_registry will add each entrypoint fn to this
@@ -563,16 +564,6 @@ def _convert_official(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
     return out
 
 
-def _block_counts(keys: List[str]) -> Dict[int, int]:
-    """Blocks per stage present in a state_dict of this implementation."""
-    counts = {}
-    for match in (re.match(r'^stages\.(\d+)\.blocks\.(\d+)\.', k) for k in keys):
-        if match:
-            stage, block = int(match.group(1)), int(match.group(2))
-            counts[stage] = max(counts.get(stage, 0), block + 1)
-    return counts
-
-
 def checkpoint_filter_fn(state_dict: Dict[str, Any], model: GroupMamba) -> Dict[str, Tensor]:
     """Convert an official GroupMamba checkpoint (or one of this implementation) for ``model``.
 
@@ -587,11 +578,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: GroupMamba) -> Dict[
         ValueError: The checkpoint is of another variant or configuration (the message names the mismatched
             keys and shapes and the blocks per stage).
     """
-    for container in ('model_ema', 'model', 'state_dict'):
-        if container in state_dict and isinstance(state_dict[container], dict):
-            state_dict = state_dict[container]
-            break
-    state_dict = {re.sub(r'^module\.', '', k): v for k, v in state_dict.items()}
+    state_dict = unwrap_checkpoint(state_dict, ('model_ema', 'model', 'state_dict'))
     if 'patch_embed1.conv.0.weight' in state_dict:
         out = _convert_official(state_dict)
     elif 'stem.conv.0.weight' in state_dict:
@@ -600,36 +587,17 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: GroupMamba) -> Dict[
         raise ValueError('checkpoint is not a GroupMamba: it has neither the official stem '
                          '(patch_embed1.conv.0.weight) nor the stem of this implementation (stem.conv.0.weight)')
 
-    model_state = model.state_dict()
-    dist_head = model_state.get('dist_head.weight')
+    dist_head = model.state_dict().get('dist_head.weight')
     if 'dist_head.weight' in out and (dist_head is None or dist_head.shape[0] != out['dist_head.weight'].shape[0]):
         out = {k: v for k, v in out.items() if not k.startswith('dist_head.')}
-
-    problems = []
-    counts, model_counts = _block_counts(list(out)), _block_counts(list(model_state))
-    for stage in sorted(set(counts) | set(model_counts)):
-        if counts.get(stage, 0) != model_counts.get(stage, 0):
-            problems.append(f'stage {stage}: {counts.get(stage, 0)} blocks in the checkpoint vs '
-                            f'{model_counts.get(stage, 0)} in the model')
-    converted = {}
-    for key, value in out.items():
-        target = model_state.get(key)
-        if target is not None and target.shape != value.shape:
-            if target.numel() == value.numel() and target.dim() == 4 and target.shape[-2:] == (1, 1):
-                value = value.reshape(target.shape)  # Linear (out, in) -> 1x1 conv (out, in / groups, 1, 1)
-            elif not (key == 'stem.conv.0.weight' and value.shape[:1] + value.shape[2:] == target.shape[:1] +
-                      target.shape[2:]) and not (key.startswith(('head.', 'dist_head.')) and
-                                                 value.shape[1:] == target.shape[1:]):
-                # Other input channels (timm adapts the first conv) or classes (timm replaces the heads) are fine.
-                problems.append(f'{key}: checkpoint {tuple(value.shape)} vs model {tuple(target.shape)}')
-        converted[key] = value
-    if problems:
-        shown = '; '.join(problems[:8]) + (f'; ... ({len(problems) - 8} more)' if len(problems) > 8 else '')
-        dims = tuple(info['num_chs'] for info in model.feature_info)
-        raise ValueError(f'checkpoint does not match this {type(model).__name__} (embed_dims={dims}, depths='
-                         f'{tuple(len(s.blocks) for s in model.stages)}, {model.scan.num_routes} channel groups; '
-                         f'official checkpoints have 4): {shown}')
-    return converted
+    dims = tuple(info['num_chs'] for info in model.feature_info)
+    return fit_state_dict(
+        out,
+        model,
+        f'embed_dims={dims}, depths={tuple(len(s.blocks) for s in model.stages)}, {model.scan.num_routes} channel '
+        f'groups; official checkpoints have 4',
+        optional=('dist_head.',),  # a second classifier: for other classes the model keeps its own, as for the head
+    )
 
 
 def _create_groupmamba(variant: str, pretrained: bool = False, **kwargs) -> GroupMamba:

@@ -119,7 +119,7 @@ def test_checkpoint_layouts(fixture, layout):
 @pytest.mark.parametrize('kwargs, match', [
     (dict(embed_dims=(16, 32, 64, 92)), r'stages\.2\.downsample\.proj\.weight: checkpoint \(76, 32, 3, 3\) vs model '
                                         r'\(64, 32, 3, 3\)'),
-    (dict(depths=(1, 1, 3, 1)), r'stage 2: 2 blocks in the checkpoint vs 3 in the model'),
+    (dict(depths=(1, 1, 3, 1)), r'stages\.2\.blocks: 2 blocks in the checkpoint vs 3 in the model'),
     (dict(scan='hilbert'), r'2 channel groups; official checkpoints have 4.*ssm\.x_proj_weight: checkpoint \(4, 3, 4\) '
                            r'vs model \(2, 3, 8\)'),
 ])
