@@ -88,17 +88,17 @@ def fit_state_dict(
         if counts.get(blocks, 0) != model_counts.get(blocks, 0):
             problems.append(f'{blocks}: {counts.get(blocks, 0)} blocks in the checkpoint vs '
                             f'{model_counts.get(blocks, 0)} in the model')
-    fitted = {}
-    for key, value in state_dict.items():
-        target = model_state.get(key)
-        if target is not None and target.shape != value.shape:
-            if target.numel() == value.numel() and target.dim() == 4 and target.shape[-2:] == (1, 1):
-                value = value.reshape(target.shape)  # Linear (out, in) -> 1x1 conv (out, in, 1, 1)
-            # Other input channels (timm adapts the first conv) or classes (timm replaces the head) are fine.
-            elif not (key in first_convs and value.shape[:1] + value.shape[2:] == target.shape[:1] + target.shape[2:]
-                      ) and not (key.startswith(classifiers) and value.shape[1:] == target.shape[1:]):
-                problems.append(f'{key}: checkpoint {tuple(value.shape)} vs model {tuple(target.shape)}')
-        fitted[key] = value
+    fitted = dict(state_dict)
+    for key, target in model_state.items():  # in model order: the first mismatch named (often the stem) is the cause
+        value = fitted.get(key)
+        if value is None or value.shape == target.shape:
+            continue
+        if value.numel() == target.numel() and target.dim() == 4 and target.shape[-2:] == (1, 1):
+            fitted[key] = value.reshape(target.shape)  # Linear (out, in) -> 1x1 conv (out, in, 1, 1)
+        # Other input channels (timm adapts the first conv) or classes (timm replaces the head) are fine.
+        elif not (key in first_convs and value.shape[:1] + value.shape[2:] == target.shape[:1] + target.shape[2:]
+                  ) and not (key.startswith(classifiers) and value.shape[1:] == target.shape[1:]):
+            problems.append(f'{key}: checkpoint {tuple(value.shape)} vs model {tuple(target.shape)}')
 
     def in_common_blocks(key: str) -> bool:  # keys of surplus blocks are covered by the block counts above
         match = _BLOCK.match(key)

@@ -78,6 +78,7 @@ from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs,
 from timm.models._features import feature_take_indices
 
 from scans import MiddleTokenScan, Scan
+from ._checkpoint import fit_state_dict, unwrap_checkpoint
 from .ssm import SelectiveSSM, ssm_no_weight_decay
 
 __all__ = ['Vim', 'resample_pos_embed']  # model_registry will add each entrypoint fn to this
@@ -523,40 +524,24 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: Vim) -> Dict[str, Te
         ValueError: The checkpoint is of another architecture: a legacy RoPE Vim, or another variant
             (the message names the mismatched keys and shapes).
     """
-    for container in ('model', 'model_ema', 'state_dict'):
-        if container in state_dict and isinstance(state_dict[container], dict):
-            state_dict = state_dict[container]
-            break
-    state_dict = {re.sub(r'^module\.', '', k): v for k, v in state_dict.items()}
+    state_dict = unwrap_checkpoint(state_dict, ('model', 'model_ema', 'state_dict'))
     if any(k.startswith('rope.') for k in state_dict):
         raise ValueError('checkpoint is a legacy Vim with RoPE (rope.* keys, Jan 2024 release), not the middle-class-'
                          'token model implemented here')
     if any(k.startswith('layers.') for k in state_dict):
         state_dict = _convert_official(state_dict)
 
-    out = dict(state_dict)
-    pos_embed = out.get('pos_embed')
+    pos_embed = state_dict.get('pos_embed')
     if pos_embed is not None and pos_embed.dim() == 3 and pos_embed.shape[1] != model.pos_embed.shape[1]:
-        out['pos_embed'] = resample_pos_embed(pos_embed, model.grid_size, _grid_of(pos_embed.shape[1] - 1, model))
-
-    model_state = model.state_dict()
-    depths = {int(m.group(1)) for m in (re.match(r'^blocks\.(\d+)\.', k) for k in out) if m}
-    problems = []
-    if depths and max(depths) + 1 != len(model.blocks):
-        problems.append(f'{max(depths) + 1} blocks in the checkpoint vs depth {len(model.blocks)}')
-    for key, target in model_state.items():  # in model order: embeddings first
-        value = out.get(key)
-        if value is None or target.shape == value.shape or key.startswith('head.'):
-            continue  # missing / unexpected keys are left to the strict load; timm replaces a head of other classes
-        if key == 'patch_embed.proj.weight' and target[:, :1].shape == value[:, :1].shape:
-            continue  # only the input channels differ: timm adapts them
-        problems.append(f'{key}: checkpoint {tuple(value.shape)} vs model {tuple(target.shape)}')
-    if problems:
-        shown = '; '.join(problems[:6]) + (f'; ... ({len(problems) - 6} more)' if len(problems) > 6 else '')
-        raise ValueError(f'checkpoint does not match this {type(model).__name__} (embed_dim={model.embed_dim}, '
-                         f'depth={len(model.blocks)}, scan {model.tokens.scan.name!r} with K='
-                         f'{model.tokens.num_routes}; official checkpoints are bidirectional, K=2): {shown}')
-    return out
+        # unwrap_checkpoint returned a new dict: the caller's is not modified.
+        state_dict['pos_embed'] = resample_pos_embed(
+            pos_embed, model.grid_size, _grid_of(pos_embed.shape[1] - 1, model))
+    return fit_state_dict(
+        state_dict,
+        model,
+        f'embed_dim={model.embed_dim}, depth={len(model.blocks)}, scan {model.tokens.scan.name!r} with '
+        f'K={model.tokens.num_routes}; official checkpoints are bidirectional, K=2',
+    )
 
 
 def _create_vim(variant: str, pretrained: bool = False, **kwargs) -> Vim:

@@ -167,7 +167,7 @@ def test_checkpoint_layouts(layout):
 
 @pytest.mark.parametrize('kwargs, match', [
     (dict(embed_dim=48), r'patch_embed\.proj\.weight: checkpoint \(32, 3, 16, 16\) vs model \(48, 3, 16, 16\)'),
-    (dict(depth=3), '4 blocks in the checkpoint vs depth 3'),
+    (dict(depth=3), 'blocks: 4 blocks in the checkpoint vs 3 in the model'),
     (dict(scan='cross'), r"scan 'cross' with K=4.*ssm\.x_proj_weight: checkpoint \(2, 34, 64\) vs model \(4, 34, 64\)"),
     (dict(d_state=8), r'ssm\.A_logs: checkpoint \(128, 16\) vs model \(128, 8\)'),
 ])
