@@ -64,6 +64,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._features import feature_take_indices
 
 from kernels import newton_pinv
+from ._checkpoint import fit_state_dict, unwrap_checkpoint
 
 __all__ = ['Soft']  # model_registry will add each entrypoint fn to this
 
@@ -599,27 +600,14 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: Soft) -> Dict[str, T
     stage. Checkpoints of this implementation pass through unchanged.
 
     Raises:
-        ValueError: Keys that the model does not have, or tensors of other shapes (the classifier excepted:
-            timm drops it when ``num_classes`` differs).
+        ValueError: The checkpoint is of another variant or configuration (the message names the mismatched keys
+            and shapes and the blocks per stage).
     """
-    for container in ('model', 'state_dict'):
-        if isinstance(state_dict.get(container), dict):
-            state_dict = state_dict[container]
-            break
-    state_dict = {re.sub(r'^module\.', '', k): v for k, v in state_dict.items()}
+    state_dict = unwrap_checkpoint(state_dict, ('model', 'state_dict'))
     if 'stem.0.weight' not in state_dict:
         state_dict = {_convert_official_key(k): v for k, v in state_dict.items()}
-    model_state = model.state_dict()
-    unknown = sorted(k for k in state_dict if k not in model_state)
-    if unknown:
-        raise ValueError(f'SOFT checkpoint has {len(unknown)} keys the model does not have (another architecture '
-                         f'or variant?), e.g. {unknown[:5]}')
-    wrong = [f'{k}: {tuple(v.shape)} vs {tuple(model_state[k].shape)}' for k, v in state_dict.items()
-             if not k.startswith('head.') and v.shape != model_state[k].shape]
-    if wrong:
-        raise ValueError(f'SOFT checkpoint does not match the model (checkpoint vs model shapes; another variant?): '
-                         f'{wrong[:5]}')
-    return state_dict
+    dims = tuple(info['num_chs'] for info in model.feature_info)
+    return fit_state_dict(state_dict, model, f'embed_dims={dims}, depths={tuple(len(s.blocks) for s in model.stages)}')
 
 
 def _create_soft(variant: str, pretrained: bool = False, **kwargs) -> Soft:

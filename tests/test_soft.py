@@ -87,12 +87,15 @@ def test_fixture_through_pretrained_cfg(tmp_path):
 def test_checkpoint_mismatch_errors():
     state = _fixture(PLAIN)['state_dict']
     model = timm.create_model('test_soft', num_classes=10)
-    with pytest.raises(ValueError, match='keys the model does not have'):
+    with pytest.raises(ValueError, match=r'stages\.2\.blocks: 2 blocks in the checkpoint vs 1 in the model'):
         checkpoint_filter_fn({**state, 'block3.1.att.norm1.weight': torch.ones(64)}, model)
-    with pytest.raises(ValueError, match='does not match the model'):
+    with pytest.raises(ValueError, match=r'cls_head\.weight: not in the model'):
+        checkpoint_filter_fn({**state, 'cls_head.weight': torch.ones(64)}, model)
+    with pytest.raises(ValueError, match=r'stages\.1\.pos_embed: checkpoint \(1, 196, 64\) vs model \(1, \d+, 64\)'):
         checkpoint_filter_fn({**state, 'pos_embed2': torch.zeros(1, 196, 64)}, model)
     wider = timm.create_model('test_soft', embed_dims=(32, 64, 96, 64), num_heads=(1, 2, 3, 2))
-    with pytest.raises(ValueError, match='does not match the model'):
+    with pytest.raises(ValueError, match=r'embed_dims=\(32, 64, 96, 64\).*stages\.2\.pos_embed: checkpoint '
+                                         r'\(1, 196, 64\) vs model \(1, 196, 96\)'):
         checkpoint_filter_fn(state, wider)
 
 
