@@ -38,6 +38,7 @@ from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp, trunc_normal
 from timm.models import build_model_with_cfg, generate_default_cfgs, named_apply, register_model
 
 from scans import Scan, create_scan
+from ._checkpoint import fit_state_dict, unwrap_checkpoint
 from ._staged import Stage, StagedBackbone
 from .ssm import SelectiveSSM
 
@@ -407,31 +408,37 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: VMamba) -> Dict[str,
     convs used here. The backbone's ``outnorm{i}`` load into ``feature_norms`` when the model has them
     and are dropped otherwise; a model with ``feature_norm=True`` loading a checkpoint without them gets
     the model's own (freshly initialised) values, like the official backbone. Checkpoints of this
-    implementation pass through unchanged.
-    """
-    for container in ('model', 'model_ema', 'state_dict'):
-        if container in state_dict and isinstance(state_dict[container], dict):
-            state_dict = state_dict[container]
-            break
-    state_dict = {re.sub(r'^module\.', '', k): v for k, v in state_dict.items()}
-    if any(k.startswith('backbone.') for k in state_dict):
-        state_dict = {k[len('backbone.'):]: v for k, v in state_dict.items() if k.startswith('backbone.')}
-    if 'stem.0.weight' in state_dict:
-        return state_dict
+    implementation pass through unchanged (but checked). The input is not modified.
 
-    model_state = model.state_dict()
-    out = {}
-    for key, value in state_dict.items():
-        key = _remap_official_key(key)
-        if key.startswith('feature_norms.') and model.feature_norms is None:
-            continue
-        target = model_state.get(key)
-        if target is not None and target.shape != value.shape and target.numel() == value.numel():
-            value = value.reshape(target.shape)  # Linear / Linear2d (out, in) -> 1x1 conv (out, in, 1, 1)
-        out[key] = value
+    Raises:
+        ValueError: The checkpoint is of another variant or configuration (the message names the mismatched keys
+            and shapes and the blocks per stage).
+    """
+    state_dict = unwrap_checkpoint(state_dict, ('model', 'model_ema', 'state_dict'))
+    if 'stem.0.weight' in state_dict:
+        out = state_dict
+    else:
+        model_state = model.state_dict()
+        out = {}
+        for key, value in state_dict.items():
+            key = _remap_official_key(key)
+            target = model_state.get(key)
+            # The module-style x_proj / dt_projs that the official loader also accepts flatten the route axis.
+            if re.search(r'\.ssm\.(x_proj_weight|dt_projs_weight|dt_projs_bias)$', key) and target is not None and (
+                    target.numel() == value.numel()):
+                value = value.reshape(target.shape)
+            out[key] = value
     if model.feature_norms is not None and not any(k.startswith('feature_norms.') for k in out):
-        out.update({k: v for k, v in model_state.items() if k.startswith('feature_norms.')})
-    return out
+        out = {**out, **{k: v for k, v in model.state_dict().items() if k.startswith('feature_norms.')}}
+    dims = tuple(info['num_chs'] for info in model.feature_info)
+    # The detection backbone has no final norm, and a model without feature norms drops the backbone's outnorms.
+    return fit_state_dict(
+        out,
+        model,
+        f'dims={dims}, depths={tuple(len(s.blocks) for s in model.stages)}, scan {model.scan.name!r} with '
+        f'K={model.scan.num_routes}; the official checkpoints need cross, K=4',
+        optional=('feature_norms.', 'norm.', 'head.'),
+    )
 
 
 def _create_vmamba(variant: str, pretrained: bool = False, **kwargs) -> VMamba:

@@ -192,6 +192,23 @@ def test_checkpoint_conversion_edges():
     assert passed.keys() == own.keys() and all(passed[k] is own[k] for k in own)
 
 
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(dims=(24, 48, 96, 192)), r'dims=\(24, 48, 96, 192\).*stem\.0\.weight: checkpoint \(8, 3, 3, 3\) vs model '
+                                   r'\(12, 3, 3, 3\)'),
+    (dict(depths=(1, 1, 3, 1)), r'stages\.2\.blocks: 2 blocks in the checkpoint vs 3 in the model'),
+    (dict(scan='bidirectional'), r"scan 'bidirectional' with K=2.*ssm\.x_proj_weight: checkpoint \(4, 3, 16\) vs model "
+                                 r'\(2, 3, 16\)'),
+])
+def test_wrong_variant_names_mismatched_keys_and_shapes(kwargs, match):
+    model = timm.create_model('test_vmamba', num_classes=10, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        checkpoint_filter_fn(_fixture('vmamba_v2_s1l8_dim16_d1121.pt')['state_dict'], model)
+    # Checkpoints of this implementation are checked too.
+    own = timm.create_model('test_vmamba', num_classes=10).state_dict()
+    with pytest.raises(ValueError, match=match):
+        checkpoint_filter_fn(own, model)
+
+
 @pytest.mark.parametrize('scan', ['raster', 'bidirectional', 'snake4', 'hilbert', 'window2', 'atrous', 'grouped'])
 def test_scan_option(scan):
     model = timm.create_model('test_vmamba', scan=scan).eval()
