@@ -50,6 +50,7 @@ def fit_state_dict(
         model: nn.Module,
         config: str,
         optional: Tuple[str, ...] = (),
+        own: Tuple[str, ...] = (),
 ) -> Dict[str, Tensor]:
     """Fit a converted state_dict to ``model``, raising one error that names every sign of another variant.
 
@@ -68,9 +69,12 @@ def fit_state_dict(
         optional: Key prefixes of parts that the checkpoint or the model may lack (a detection backbone's missing
             final norm, per-stage feature norms of a model without them): dropped from the checkpoint when the
             model lacks them, and not reported when the checkpoint lacks them.
+        own: Key prefixes of parts that keep the model's own values when the checkpoint has none of them (the
+            per-stage feature norms a classification checkpoint lacks, as in the official detection backbones).
 
     Returns:
-        A new state_dict with the optional keys that the model lacks dropped and Linear weights reshaped.
+        A new state_dict with the optional keys that the model lacks dropped, the model's own parts added and
+        Linear weights reshaped.
 
     Raises:
         ValueError: The checkpoint does not fit: the message names the mismatched keys and shapes (the first 8 and
@@ -81,6 +85,9 @@ def fit_state_dict(
     classifiers = tuple(f'{name}.' for name in _cfg_names(model, 'classifier'))
     optional += classifiers
     state_dict = {k: v for k, v in state_dict.items() if k in model_state or not k.startswith(optional)}
+    for prefix in own:
+        if not any(k.startswith(prefix) for k in state_dict):
+            state_dict.update({k: v for k, v in model_state.items() if k.startswith(prefix)})
 
     problems: List[str] = []
     counts, model_counts = _block_counts(list(state_dict)), _block_counts(list(model_state))

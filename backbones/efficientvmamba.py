@@ -321,8 +321,6 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: EfficientVMamba) -> 
         raise ValueError('checkpoint is not an EfficientVMamba: it has neither the official stem '
                          '(patch_embed.0.weight) nor the stem of this implementation (stem.0.weight)')
 
-    if model.feature_norms is not None and not any(k.startswith('feature_norms.') for k in out):
-        out = {**out, **{k: v for k, v in model.state_dict().items() if k.startswith('feature_norms.')}}
     dims = tuple(info['num_chs'] for info in model.feature_info)
     # The detection backbone has no final norm, and a model without feature norms drops the backbone's outnorms.
     return fit_state_dict(
@@ -331,6 +329,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: EfficientVMamba) -> 
         f'dims={dims}, depths={tuple(len(s.blocks) for s in model.stages)}, scan {model.scan.name!r} with '
         f'K={model.scan.num_routes}; the official checkpoints need atrous, K=4',
         optional=('feature_norms.', 'norm.', 'head.'),
+        own=('feature_norms.',),
     )
 
 

@@ -355,8 +355,6 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: MSVMamba) -> Dict[st
         raise ValueError('checkpoint is not an MSVMamba: it has neither the official stem (patch_embed.0.weight) '
                          'nor the stem of this implementation (stem.0.weight)')
 
-    if model.feature_norms is not None and not any(k.startswith('feature_norms.') for k in out):
-        out = {**out, **{k: v for k, v in model.state_dict().items() if k.startswith('feature_norms.')}}
     dims = tuple(info['num_chs'] for info in model.feature_info)
     # The detection backbone has no final norm, and a model without feature norms drops the backbone's outnorms.
     return fit_state_dict(
@@ -366,6 +364,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: MSVMamba) -> Dict[st
         f'{model.scan.name!r} with K={model.scan_low.num_routes}+{model.scan.num_routes}; the official checkpoints '
         f'need concat + raster, K=1+1',
         optional=('feature_norms.', 'norm.', 'head.'),
+        own=('feature_norms.',),
     )
 
 

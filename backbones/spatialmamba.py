@@ -487,8 +487,6 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: SpatialMamba) -> Dic
         raise ValueError('checkpoint is not a Spatial-Mamba: it has neither the official stem '
                          '(patch_embed.conv1.conv.weight) nor the stem of this implementation (stem.conv1.conv.weight)')
 
-    if model.feature_norms is not None and not any(k.startswith('feature_norms.') for k in out):
-        out = {**out, **{k: v for k, v in model.state_dict().items() if k.startswith('feature_norms.')}}
     dims = tuple(info['num_chs'] for info in model.feature_info)
     # The detection backbone has no final norm, and a model without feature norms drops the backbone's outnorms.
     return fit_state_dict(
@@ -497,6 +495,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: SpatialMamba) -> Dic
         f'dims={dims}, depths={tuple(len(s.blocks) for s in model.stages)}, scan {model.scan.name!r} with '
         f'{model.scan.num_routes} route(s); official checkpoints have 1',
         optional=('feature_norms.', 'norm.', 'head.'),
+        own=('feature_norms.',),
     )
 
 

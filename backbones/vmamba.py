@@ -428,8 +428,6 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: VMamba) -> Dict[str,
                     target.numel() == value.numel()):
                 value = value.reshape(target.shape)
             out[key] = value
-    if model.feature_norms is not None and not any(k.startswith('feature_norms.') for k in out):
-        out = {**out, **{k: v for k, v in model.state_dict().items() if k.startswith('feature_norms.')}}
     dims = tuple(info['num_chs'] for info in model.feature_info)
     # The detection backbone has no final norm, and a model without feature norms drops the backbone's outnorms.
     return fit_state_dict(
@@ -438,6 +436,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: VMamba) -> Dict[str,
         f'dims={dims}, depths={tuple(len(s.blocks) for s in model.stages)}, scan {model.scan.name!r} with '
         f'K={model.scan.num_routes}; the official checkpoints need cross, K=4',
         optional=('feature_norms.', 'norm.', 'head.'),
+        own=('feature_norms.',),
     )
 
 
