@@ -51,6 +51,7 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 from timm.models._features import feature_take_indices
 
 from scans import create_scan
+from ._checkpoint import fit_state_dict, unwrap_checkpoint
 
 __all__ = ['SwinTransformer']  # model_registry will add each entrypoint fn to this
 
@@ -538,14 +539,14 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: SwinTransformer) -> 
     Both carry the buffers ``relative_position_index`` / ``attn_mask``, which are dropped (rebuilt here); a
     relative-position table of another window size is resized to the model's (timm's bicubic resize, as for
     the official 384 fine-tuning). Checkpoints of this implementation pass through unchanged.
+
+    Raises:
+        ValueError: The checkpoint is of another variant or configuration (the message names the mismatched keys
+            and shapes and the blocks per stage).
     """
-    for container in ('model', 'state_dict'):
-        if isinstance(state_dict.get(container), dict):
-            state_dict = state_dict[container]
-            break
-    state_dict = {re.sub(r'^module\.', '', k): v for k, v in state_dict.items()}
+    state_dict = unwrap_checkpoint(state_dict, ('model', 'state_dict'))
     if 'stem.proj.weight' in state_dict:
-        return state_dict
+        return _fit(state_dict, model)
 
     # timm's stage 0 never has patch merging; the official stage 0 always has it (even without a classifier).
     official = 'layers.0.downsample.reduction.weight' in state_dict
@@ -563,7 +564,16 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: SwinTransformer) -> 
         if key.endswith('relative_position_bias_table') and target is not None and target.shape != value.shape:
             value = resize_rel_pos_bias_table(value, new_window_size=model.window_size, new_bias_shape=target.shape)
         out[key] = value
-    return out
+    return _fit(out, model)
+
+
+def _fit(state_dict: Dict[str, Tensor], model: SwinTransformer) -> Dict[str, Tensor]:
+    dims = tuple(info['num_chs'] for info in model.feature_info)
+    return fit_state_dict(
+        state_dict,
+        model,
+        f'dims={dims}, depths={tuple(len(s.blocks) for s in model.stages)}, window_size={model.window_size}',
+    )
 
 
 def _create_swin(variant: str, pretrained: bool = False, **kwargs) -> SwinTransformer:

@@ -243,3 +243,14 @@ def test_torch_compile_fullgraph_at_two_sizes():
         for size in [(64, 64), (96, 128)]:  # the second size would make sizes symbolic without specialisation
             x = _input(size)
             torch.testing.assert_close(compiled(x), model(x), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(embed_dim=48), r'dims=\(48, 96, 192, 384\).*stem\.proj\.weight: checkpoint \(16, 3, 4, 4\) vs model '
+                         r'\(48, 3, 4, 4\)'),
+    (dict(depths=(2, 2, 3, 2)), r'stages\.2\.blocks: 2 blocks in the checkpoint vs 3 in the model'),
+])
+def test_wrong_variant_names_mismatched_keys_and_shapes(kwargs, match):
+    state_dict = timm.create_model('test_zswin').state_dict()
+    with pytest.raises(ValueError, match=match):
+        checkpoint_filter_fn(state_dict, timm.create_model('test_zswin', **kwargs))
