@@ -4,7 +4,8 @@ A scan maps a 2-D feature map to K 1-D route sequences and back. It owns only ge
 (K, L) *index plan* that says which token (``h * W + w``) each route visits at each step. Plans
 are built once per (H, W) on the CPU, copied once per device and cached on the instance, so a
 forward pass is one ``gather`` for ``flatten`` and one ``gather`` (+ a sum over routes) for
-``merge``, with no Python loop over tokens and no data-dependent control flow (``torch.compile``
+``merge`` (and, for routes that visit every token once, the backward of each is the other's gather), with no
+Python loop over tokens and no data-dependent control flow (``torch.compile``
 friendly).
 
 Padding convention of index plans: a route that visits fewer than L real tokens is filled with
@@ -36,6 +37,48 @@ class _Plan(NamedTuple):
     identity: bool  # K == 1 and the route is row-major: flatten/merge are views
     inverse: Optional[Tensor]  # (K, H*W) inverse permutations, when every route visits every token once
     table: Optional[Tensor]  # (m*H*W,) positions in the (K*L) route axis, slot-major; otherwise
+
+
+def _gather_routes(x: Tensor, index: Tensor) -> Tensor:
+    """(B, G, C', H*W) map, G = 1 or K -> (B, K, C', L) route sequences through the (K, L) plan."""
+    batch, _, channels, num_tokens = x.shape
+    num_routes, length = index.shape
+    # Expanding over routes is free (stride 0): one gather writes the (B, K, C', L) result.
+    src = x.expand(batch, num_routes, channels, num_tokens)
+    return torch.gather(src, -1, index.view(1, num_routes, 1, length).expand(batch, num_routes, channels, length))
+
+
+def _ungather_routes(y: Tensor, inverse: Tensor, keep_routes: bool) -> Tensor:
+    """(B, K, C', L) route sequences -> (B, K, C', H*W) maps (``keep_routes``) or their sum (B, 1, C', H*W)."""
+    batch, num_routes, channels, _ = y.shape
+    num_tokens = inverse.shape[1]
+    index = inverse.view(1, num_routes, 1, num_tokens).expand(batch, num_routes, channels, num_tokens)
+    out = torch.gather(y, -1, index)
+    if keep_routes or num_routes == 1:
+        return out
+    # Gather-then-sum over routes is deterministic, unlike scatter_add.
+    return out.sum(1, keepdim=True, dtype=y.dtype)
+
+
+class _PermuteRoutes(torch.autograd.Function):
+    """Flatten/merge for plans whose every route visits every token once (a permutation per route).
+
+    The two directions are each other's adjoint, so each backward is the other direction's gather: no
+    ``scatter_add`` (atomics, and a zero-filled buffer) in the backward pass, which autograd of ``gather`` uses.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, index: Tensor, inverse: Tensor, to_routes: bool, keep_routes: bool) -> Tensor:
+        ctx.save_for_backward(index, inverse)
+        ctx.to_routes, ctx.keep_routes = to_routes, keep_routes
+        return _gather_routes(x, index) if to_routes else _ungather_routes(x, inverse, keep_routes)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        index, inverse = ctx.saved_tensors
+        # Through apply again, so the backward is differentiable too.
+        grad_x = _PermuteRoutes.apply(grad, index, inverse, not ctx.to_routes, ctx.keep_routes)
+        return grad_x, None, None, None, None
 
 
 class Scan:
@@ -178,16 +221,14 @@ class Scan:
         height, width = operator.index(x.shape[2]), operator.index(x.shape[3])
         cpr = self.channels_per_route(channels)
         plan = self._plan(height, width, x.device)
-        num_routes, length = self.num_routes, self.route_length(height, width)
         if plan.identity:
             return x.reshape(batch, 1, channels, height * width)
-        src = x.reshape(batch, num_routes if self.splits_channels else 1, cpr, height * width)
+        src = x.reshape(batch, self.num_routes if self.splits_channels else 1, cpr, height * width)
+        if plan.inverse is not None:
+            return _PermuteRoutes.apply(src, plan.index, plan.inverse, True, self.splits_channels)
         if plan.padded:  # the sentinel index H*W reads this zero
             src = torch.cat([src, src.new_zeros(src.shape[:-1] + (1,))], dim=-1)
-        # Expanding over routes is free (stride 0): one gather writes the (B, K, C', L) result.
-        src = src.expand(batch, num_routes, cpr, height * width + int(plan.padded))
-        index = plan.index.view(1, num_routes, 1, length).expand(batch, num_routes, cpr, length)
-        return torch.gather(src, -1, index)
+        return _gather_routes(src, plan.index)
 
     def merge(self, y: Tensor, size: Tuple[int, int]) -> Tensor:
         """Scatter route outputs back to their tokens and sum (the adjoint of ``flatten``).
@@ -213,13 +254,8 @@ class Scan:
         if plan.identity:
             return y.reshape(batch, cpr, height, width)
         if plan.inverse is not None:
-            index = plan.inverse.view(1, num_routes, 1, num_tokens).expand(batch, num_routes, cpr, num_tokens)
-            out = torch.gather(y, -1, index)
-            if self.splits_channels:
-                return out.reshape(batch, num_routes * cpr, height, width)
-            # Gather-then-sum over routes is deterministic, unlike scatter_add.
-            out = out.sum(1, dtype=y.dtype) if num_routes > 1 else out.squeeze(1)
-            return out.reshape(batch, cpr, height, width)
+            out = _PermuteRoutes.apply(y, plan.index, plan.inverse, False, self.splits_channels)
+            return out.reshape(batch, -1, height, width)
         flat = y.transpose(1, 2).reshape(batch, cpr, num_routes * length)
         out = flat.index_select(-1, plan.table)
         if self.visits_per_token > 1:
@@ -259,9 +295,8 @@ class Scan:
         if plan.inverse is None:
             raise ValueError(f'{self._label()}.scatter_routes: at size {height}x{width} the routes do not each visit '
                              f'every token exactly once, so they have no one-to-one map')
-        num_tokens = height * width
-        index = plan.inverse.view(1, num_routes, 1, num_tokens).expand(batch, num_routes, cpr, num_tokens)
-        return torch.gather(y, -1, index).view(batch, num_routes, cpr, height, width)
+        maps = _PermuteRoutes.apply(y, plan.index, plan.inverse, False, True)
+        return maps.view(batch, num_routes, cpr, height, width)
 
     # ----------------------------------------------------------------------------------------
     # helpers

@@ -193,6 +193,11 @@ def test_gradcheck(name):
     y = torch.randn(1, scan.num_routes, scan.channels_per_route(_channels(scan)), scan.route_length(*size),
                     dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: scan.merge(t, size), (y,))
+    # The backward of one direction is the other direction (a custom autograd function for permutation routes).
+    assert torch.autograd.gradgradcheck(scan.flatten, (x,))
+    assert torch.autograd.gradgradcheck(lambda t: scan.merge(t, size), (y,))
+    if scan._plan(*size, None).inverse is not None:  # scatter_routes needs one-to-one routes
+        assert torch.autograd.gradgradcheck(lambda t: scan.scatter_routes(t, size), (y,))
 
 
 @pytest.mark.parametrize('name', ['raster', 'cross', 'atrous', 'grouped'])  # one per flatten/merge code path
