@@ -44,6 +44,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, DropPath, Mlp, PatchEmbed, resize_rel_pos_bias_table, trunc_normal_
@@ -58,6 +59,9 @@ __all__ = ['SwinTransformer']  # model_registry will add each entrypoint fn to t
 # Added to the attention logits of token pairs from different regions of a shifted window (the official value;
 # finite, so that no row is ever fully masked).
 _MASKED = -100.0
+# With an additive mask on 49-token windows, PyTorch's default choice on an H100 (cuDNN or the math fallback) is
+# 2-3x slower than the memory-efficient kernel, measured at Swin-T's shapes (benchmarks/models.md); cuDNN is left out.
+_SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 def _relative_position_index(window_size: Tuple[int, int]) -> Tensor:
@@ -140,14 +144,14 @@ class ShiftedWindows:
     def partition(self, x: Tensor, layout: WindowLayout) -> Tensor:
         """(B, H, W, C) map -> (B, nW, N, C) window tokens, N = window area; zeros on the padding."""
         batch, _, _, channels = x.shape
-        routes = self.scans[layout.shifted].flatten(x.permute(0, 3, 1, 2))  # (B, 1, C, nW * N)
-        return routes.view(batch, channels, layout.num_windows, -1).permute(0, 2, 3, 1)
+        routes = self.scans[layout.shifted].flatten(x, channels_last=True)  # (B, 1, nW * N, C), one gather
+        return routes.view(batch, layout.num_windows, -1, channels)
 
     def reverse(self, windows: Tensor, layout: WindowLayout) -> Tensor:
         """(B, nW, N, C) window tokens -> (B, H, W, C) map; the padding is dropped."""
         batch, num_windows, length, channels = windows.shape
-        routes = windows.permute(0, 3, 1, 2).reshape(batch, 1, channels, num_windows * length)
-        return self.scans[layout.shifted].merge(routes, layout.size).permute(0, 2, 3, 1)
+        routes = windows.reshape(batch, 1, num_windows * length, channels)
+        return self.scans[layout.shifted].merge(routes, layout.size, channels_last=True)
 
 
 class WindowAttention(nn.Module):
@@ -203,16 +207,13 @@ class WindowAttention(nn.Module):
         heads = self.num_heads
         qkv = self.qkv(x).view(batch, num_windows, length, 3, heads, dim // heads).permute(3, 0, 1, 4, 2, 5)
         bias = self._bias(window)
-        if mask is None:
-            # One bias for every window: windows join the batch and the bias broadcasts over it.
-            q, k, v = qkv.reshape(3, batch * num_windows, heads, length, -1).unbind(0)
-            attn_mask = bias.unsqueeze(0)
-        else:
-            # Windows join the heads instead, so the (nW, heads, N, N) mask broadcasts over the batch rather
-            # than being materialised B times.
-            q, k, v = qkv.reshape(3, batch, num_windows * heads, length, -1).unbind(0)
-            attn_mask = (mask.unsqueeze(1) + bias).reshape(1, num_windows * heads, length, length)
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask.to(q.dtype))
+        # Windows join the heads, so the (nW, heads, N, N) bias (+ shift mask) broadcasts over the batch rather
+        # than being materialised B times.
+        q, k, v = qkv.reshape(3, batch, num_windows * heads, length, -1).unbind(0)
+        attn_mask = bias.expand(num_windows, heads, length, length) if mask is None else mask.unsqueeze(1) + bias
+        attn_mask = attn_mask.reshape(1, num_windows * heads, length, length).to(q.dtype)
+        with sdpa_kernel(_SDPA_BACKENDS):
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         x = x.view(batch, num_windows, heads, length, -1).transpose(2, 3).reshape(batch, num_windows, length, dim)
         return self.proj(x)
 

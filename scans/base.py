@@ -39,22 +39,35 @@ class _Plan(NamedTuple):
     table: Optional[Tensor]  # (m*H*W,) positions in the (K*L) route axis, slot-major; otherwise
 
 
-def _gather_routes(x: Tensor, index: Tensor) -> Tensor:
-    """(B, G, C', H*W) map, G = 1 or K -> (B, K, C', L) route sequences through the (K, L) plan."""
-    batch, _, channels, num_tokens = x.shape
+def _token_index(index: Tensor, shape: Tuple[int, ...], token_dim: int) -> Tensor:
+    """The (K, n) plan ``index`` viewed along ``token_dim`` (-1 or -2) and expanded to ``shape``."""
     num_routes, length = index.shape
-    # Expanding over routes is free (stride 0): one gather writes the (B, K, C', L) result.
-    src = x.expand(batch, num_routes, channels, num_tokens)
-    return torch.gather(src, -1, index.view(1, num_routes, 1, length).expand(batch, num_routes, channels, length))
+    view = (1, num_routes, 1, length) if token_dim == -1 else (1, num_routes, length, 1)
+    return index.view(view).expand(shape)
 
 
-def _ungather_routes(y: Tensor, inverse: Tensor, keep_routes: bool) -> Tensor:
-    """(B, K, C', L) route sequences -> (B, K, C', H*W) maps (``keep_routes``) or their sum (B, 1, C', H*W)."""
-    batch, num_routes, channels, _ = y.shape
-    num_tokens = inverse.shape[1]
-    index = inverse.view(1, num_routes, 1, num_tokens).expand(batch, num_routes, channels, num_tokens)
-    out = torch.gather(y, -1, index)
-    if keep_routes or num_routes == 1:
+def _gather_routes(x: Tensor, index: Tensor, token_dim: int) -> Tensor:
+    """(B, G, C', H*W) maps, G = 1 or K -> (B, K, C', L) route sequences through the (K, L) plan.
+
+    With ``token_dim=-2`` the channel-last layouts (B, G, H*W, C') -> (B, K, L, C').
+    """
+    num_routes, length = index.shape
+    # Expanding over routes is free (stride 0): one gather writes the result.
+    src = x.expand(x.shape[0], num_routes, *x.shape[2:])
+    out_shape = list(src.shape)
+    out_shape[token_dim] = length
+    return torch.gather(src, token_dim, _token_index(index, out_shape, token_dim))
+
+
+def _ungather_routes(y: Tensor, inverse: Tensor, keep_routes: bool, token_dim: int) -> Tensor:
+    """(B, K, C', L) route sequences -> (B, K, C', H*W) maps (``keep_routes``) or their sum (B, 1, C', H*W).
+
+    With ``token_dim=-2`` the channel-last layouts (B, K, L, C') -> (B, K or 1, H*W, C').
+    """
+    out_shape = list(y.shape)
+    out_shape[token_dim] = inverse.shape[1]
+    out = torch.gather(y, token_dim, _token_index(inverse, out_shape, token_dim))
+    if keep_routes or y.shape[1] == 1:
         return out
     # Gather-then-sum over routes is deterministic, unlike scatter_add.
     return out.sum(1, keepdim=True, dtype=y.dtype)
@@ -68,17 +81,27 @@ class _PermuteRoutes(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, index: Tensor, inverse: Tensor, to_routes: bool, keep_routes: bool) -> Tensor:
+    def forward(
+            ctx,
+            x: Tensor,
+            index: Tensor,
+            inverse: Tensor,
+            to_routes: bool,
+            keep_routes: bool,
+            token_dim: int,
+    ) -> Tensor:
         ctx.save_for_backward(index, inverse)
-        ctx.to_routes, ctx.keep_routes = to_routes, keep_routes
-        return _gather_routes(x, index) if to_routes else _ungather_routes(x, inverse, keep_routes)
+        ctx.to_routes, ctx.keep_routes, ctx.token_dim = to_routes, keep_routes, token_dim
+        if to_routes:
+            return _gather_routes(x, index, token_dim)
+        return _ungather_routes(x, inverse, keep_routes, token_dim)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         index, inverse = ctx.saved_tensors
         # Through apply again, so the backward is differentiable too.
-        grad_x = _PermuteRoutes.apply(grad, index, inverse, not ctx.to_routes, ctx.keep_routes)
-        return grad_x, None, None, None, None
+        grad_x = _PermuteRoutes.apply(grad, index, inverse, not ctx.to_routes, ctx.keep_routes, ctx.token_dim)
+        return grad_x, None, None, None, None, None
 
 
 class Scan:
@@ -203,64 +226,93 @@ class Scan:
     # ----------------------------------------------------------------------------------------
     # forward ops
 
-    def flatten(self, x: Tensor) -> Tensor:
+    def flatten(self, x: Tensor, channels_last: bool = False) -> Tensor:
         """Read a (B, C, H, W) map along every route.
 
         Args:
-            x: Feature map of shape (B, C, H, W).
+            x: Feature map of shape (B, C, H, W), or (B, H, W, C) with ``channels_last``.
+            channels_last: Take a channel-last map and return channel-last sequences (Swin's token layout),
+                without a layout copy.
 
         Returns:
-            Route sequences of shape (B, K, C', L), C' = ``channels_per_route(C)``; zeros at padding.
+            Route sequences of shape (B, K, C', L), or (B, K, L, C') with ``channels_last``;
+            C' = ``channels_per_route(C)``; zeros at padding.
         """
+        layout = '(B, H, W, C)' if channels_last else '(B, C, H, W)'
         if not isinstance(x, Tensor) or x.dim() != 4:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f'{self._label()}.flatten: expected a (B, C, H, W) tensor, got {shape}; '
-                             f'reshape token sequences (B, H*W, C) to (B, C, H, W) first')
-        batch, channels = x.shape[:2]
+            raise ValueError(f'{self._label()}.flatten: expected a {layout} tensor, got {shape}; '
+                             f'reshape token sequences (B, H*W, C) to {layout} first')
+        if channels_last:
+            batch, height, width, channels = x.shape
+        else:
+            batch, channels, height, width = x.shape
         # operator.index specialises symbolic sizes under torch.compile: plans are per (H, W).
-        height, width = operator.index(x.shape[2]), operator.index(x.shape[3])
+        height, width = operator.index(height), operator.index(width)
         cpr = self.channels_per_route(channels)
         plan = self._plan(height, width, x.device)
+        groups = self.num_routes if self.splits_channels else 1
+        if channels_last:
+            token_dim = -2
+            src = x.reshape(batch, height * width, groups, cpr).transpose(1, 2)
+        else:
+            token_dim = -1
+            src = x.reshape(batch, groups, cpr, height * width)
         if plan.identity:
-            return x.reshape(batch, 1, channels, height * width)
-        src = x.reshape(batch, self.num_routes if self.splits_channels else 1, cpr, height * width)
+            return src
         if plan.inverse is not None:
-            return _PermuteRoutes.apply(src, plan.index, plan.inverse, True, self.splits_channels)
+            return _PermuteRoutes.apply(src, plan.index, plan.inverse, True, self.splits_channels, token_dim)
         if plan.padded:  # the sentinel index H*W reads this zero
-            src = torch.cat([src, src.new_zeros(src.shape[:-1] + (1,))], dim=-1)
-        return _gather_routes(src, plan.index)
+            pad_shape = list(src.shape)
+            pad_shape[token_dim] = 1
+            src = torch.cat([src, src.new_zeros(pad_shape)], dim=token_dim)
+        return _gather_routes(src, plan.index, token_dim)
 
-    def merge(self, y: Tensor, size: Tuple[int, int]) -> Tensor:
+    def merge(self, y: Tensor, size: Tuple[int, int], channels_last: bool = False) -> Tensor:
         """Scatter route outputs back to their tokens and sum (the adjoint of ``flatten``).
 
         Args:
-            y: Route outputs of shape (B, K, C', L).
+            y: Route outputs of shape (B, K, C', L), or (B, K, L, C') with ``channels_last``.
             size: (H, W) of the map.
+            channels_last: Take channel-last sequences and return a channel-last map.
 
         Returns:
-            Map of shape (B, C, H, W); padded route positions are ignored.
+            Map of shape (B, C, H, W), or (B, H, W, C) with ``channels_last``; padded route positions are ignored.
         """
         height, width = self._checked_size(size)
+        layout = "(B, K, L, C')" if channels_last else "(B, K, C', L)"
         if not isinstance(y, Tensor) or y.dim() != 4:
             shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
-            raise ValueError(f'{self._label()}.merge: expected route outputs (B, K, C\', L), got {shape}')
-        batch, num_routes, cpr, length = y.shape
+            raise ValueError(f'{self._label()}.merge: expected route outputs {layout}, got {shape}')
+        if channels_last:
+            batch, num_routes, length, cpr = y.shape
+        else:
+            batch, num_routes, cpr, length = y.shape
         expected_length = self.route_length(height, width)
         if num_routes != self.num_routes or length != expected_length:
-            raise ValueError(f'{self._label()}.merge: expected (B, K={self.num_routes}, C\', L={expected_length}) '
-                             f'for size {height}x{width}, got {tuple(y.shape)}; pass the same size that was flattened')
+            raise ValueError(f'{self._label()}.merge: expected {layout} with K={self.num_routes}, '
+                             f'L={expected_length} for size {height}x{width}, got {tuple(y.shape)}; '
+                             f'pass the same size that was flattened')
         plan = self._plan(height, width, y.device)
         num_tokens = height * width
+        token_dim = -2 if channels_last else -1
         if plan.identity:
-            return y.reshape(batch, cpr, height, width)
-        if plan.inverse is not None:
-            out = _PermuteRoutes.apply(y, plan.index, plan.inverse, False, self.splits_channels)
-            return out.reshape(batch, -1, height, width)
-        flat = y.transpose(1, 2).reshape(batch, cpr, num_routes * length)
-        out = flat.index_select(-1, plan.table)
-        if self.visits_per_token > 1:
-            out = out.view(batch, cpr, self.visits_per_token, num_tokens).sum(2, dtype=y.dtype)
-        return out.reshape(batch, cpr, height, width)
+            out = y
+        elif plan.inverse is not None:
+            out = _PermuteRoutes.apply(y, plan.index, plan.inverse, False, self.splits_channels, token_dim)
+        else:
+            # Route-major positions (k, step) of each token's visits, slot-major: one index_select, then a sum.
+            if channels_last:
+                out = y.reshape(batch, num_routes * length, cpr).index_select(1, plan.table)
+                out = out.view(batch, self.visits_per_token, num_tokens, cpr)
+            else:
+                out = y.transpose(1, 2).reshape(batch, cpr, num_routes * length).index_select(-1, plan.table)
+                out = out.view(batch, cpr, self.visits_per_token, num_tokens).transpose(1, 2)
+            out = out.sum(1, keepdim=True, dtype=y.dtype) if self.visits_per_token > 1 else out
+        # out: (B, G, C', H*W) or channel-last (B, G, H*W, C'), G = K for channel-split scans, else 1.
+        if channels_last:
+            return out.transpose(1, 2).reshape(batch, height, width, -1)
+        return out.reshape(batch, -1, height, width)
 
     def scatter_routes(self, y: Tensor, size: Tuple[int, int]) -> Tensor:
         """Scatter every route back onto its own copy of the map, without summing over routes.
@@ -295,7 +347,7 @@ class Scan:
         if plan.inverse is None:
             raise ValueError(f'{self._label()}.scatter_routes: at size {height}x{width} the routes do not each visit '
                              f'every token exactly once, so they have no one-to-one map')
-        maps = _PermuteRoutes.apply(y, plan.index, plan.inverse, False, True)
+        maps = _PermuteRoutes.apply(y, plan.index, plan.inverse, False, True, -1)
         return maps.view(batch, num_routes, cpr, height, width)
 
     # ----------------------------------------------------------------------------------------

@@ -129,6 +129,21 @@ def test_merge_of_flatten_is_visits_times_identity(name, size):
 
 
 @ALL_CASES
+def test_channels_last_is_the_same_scan_transposed(name, size):
+    scan = _scan_for(name, size)
+    if scan is None:
+        return
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, _channels(scan), *size, dtype=torch.float64, generator=g)
+    xs = scan.flatten(x.permute(0, 2, 3, 1).contiguous(), channels_last=True)
+    assert xs.is_contiguous()
+    assert torch.equal(xs, scan.flatten(x).transpose(-1, -2))
+    y = torch.randn(scan.flatten(x).shape, dtype=torch.float64, generator=g)
+    merged = scan.merge(y.transpose(-1, -2).contiguous(), size, channels_last=True)
+    assert torch.equal(merged, scan.merge(y, size).permute(0, 2, 3, 1))
+
+
+@ALL_CASES
 def test_scatter_routes_is_merge_per_route(name, size):
     scan = _scan_for(name, size)
     if scan is None:
@@ -196,6 +211,10 @@ def test_gradcheck(name):
     # The backward of one direction is the other direction (a custom autograd function for permutation routes).
     assert torch.autograd.gradgradcheck(scan.flatten, (x,))
     assert torch.autograd.gradgradcheck(lambda t: scan.merge(t, size), (y,))
+    flatten_cl = lambda t: scan.flatten(t, channels_last=True)  # noqa: E731
+    merge_cl = lambda t: scan.merge(t, size, channels_last=True)  # noqa: E731
+    assert torch.autograd.gradgradcheck(flatten_cl, (x.detach().permute(0, 2, 3, 1).requires_grad_(),))
+    assert torch.autograd.gradgradcheck(merge_cl, (y.detach().transpose(-1, -2).requires_grad_(),))
     if scan._plan(*size, None).inverse is not None:  # scatter_routes needs one-to-one routes
         assert torch.autograd.gradgradcheck(lambda t: scan.scatter_routes(t, size), (y,))
 
