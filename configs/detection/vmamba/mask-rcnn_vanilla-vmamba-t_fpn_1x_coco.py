@@ -1,0 +1,11 @@
+# Vanilla-VMamba-T Mask R-CNN 1x, COCO val2017. Published: box AP 46.5, mask AP 42.1
+# (VMamba README; 42M params, 286G FLOPs).
+# Drop path 0.2 (the official config's, inherited from Swin-T).
+_base_ = '../_base_/mask-rcnn_linzoo_fpn_1x_coco.py'
+checkpoint = 'https://github.com/MzeroMiko/VMamba/releases/download/%23v0cls/vssmtiny_dp01_ckpt_epoch_292.pth'
+model = dict(
+    backbone=dict(
+        arch='vanilla_vmamba_tiny',
+        drop_path_rate=0.2,
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
+    neck=dict(in_channels=[96, 192, 384, 768]))
