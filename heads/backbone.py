@@ -125,13 +125,16 @@ class LinZooBackbone(BaseModule):
         self.out_channels = tuple(info['num_chs'] for info in infos)
         self.out_strides = tuple(info['reduction'] for info in infos)
         self.body.prune_intermediate_layers(list(self.out_indices), prune_norm=True, prune_head=True)
+        if model_norms:  # the norms of stages that are not returned would get no gradient (and no checkpoint keys)
+            for i in set(range(len(self.body.feature_norms))) - set(self.out_indices):
+                self.body.feature_norms[i] = nn.Identity()
         self.out_norms = nn.ModuleList(LayerNorm2d(c) for c in self.out_channels) if out_norms and not model_norms else None
 
         if with_cp:
             self.body.set_grad_checkpointing(True)
         self.norm_eval = norm_eval
         self.frozen_stages = frozen_stages
-        self._frozen_modules = self._find_frozen_modules(frozen_stages)
+        self._frozen_params, self._frozen_modules = self._find_frozen(frozen_stages)
         self._freeze()
 
     @staticmethod
@@ -152,30 +155,32 @@ class LinZooBackbone(BaseModule):
                              f'(this model has {num_levels} {what}), got {tuple(out_indices)}')
         return indices
 
-    def _find_frozen_modules(self, frozen_stages: int) -> List[str]:
-        """Names of the largest submodules of ``body`` that hold only parameters of frozen groups."""
-        # timm's coarse grouping: group 0 is the stem, group i the i-th stage (block of a plain model).
+    def _find_frozen(self, frozen_stages: int) -> Tuple[List[str], List[str]]:
+        """Names of the frozen parameters of ``body``, and of its largest submodules holding only frozen ones."""
+        # timm's coarse grouping: group 0 is the stem, group i the i-th stage (block of a plain model). Parameters
+        # outside the stem and the stages (per-stage feature norms) come last and are never frozen.
         groups = group_parameters(self.body, self.body.group_matcher(coarse=True))
-        if not -1 <= frozen_stages < len(groups):
-            raise ValueError(f'LinZooBackbone: frozen_stages must be in -1..{len(groups) - 1} for {self.arch} '
+        num_levels = len(self.body.stages if hasattr(self.body, 'stages') else self.body.blocks)
+        if not -1 <= frozen_stages <= num_levels:
+            raise ValueError(f'LinZooBackbone: frozen_stages must be in -1..{num_levels} for {self.arch} '
                              f'with out_indices {self.out_indices} (-1: none, 0: the stem, i: the stem and i '
                              f'stages or blocks), got {frozen_stages}')
-        frozen = {name for group, names in groups.items() if group <= frozen_stages for name in names}
+        params = [name for group, names in groups.items() if group <= frozen_stages for name in names]
+        frozen = set(params)
         modules = []
         for name, module in self.body.named_modules():
             if any(name.startswith(prefix + '.') for prefix in modules):
                 continue
-            params = [f'{name}.{p}' if name else p for p, _ in module.named_parameters()]
-            if params and all(p in frozen for p in params):
+            names = [f'{name}.{p}' if name else p for p, _ in module.named_parameters()]
+            if names and all(p in frozen for p in names):
                 modules.append(name)
-        return modules
+        return params, modules
 
     def _freeze(self) -> None:
         for name in self._frozen_modules:
-            module = self.body.get_submodule(name)
-            module.eval()
-            for param in module.parameters():
-                param.requires_grad = False
+            self.body.get_submodule(name).eval()
+        for name in self._frozen_params:
+            self.body.get_parameter(name).requires_grad = False
 
     def train(self, mode: bool = True) -> 'LinZooBackbone':
         """Set the training mode, keeping frozen stages and (with ``norm_eval``) BatchNorm layers in eval mode."""
