@@ -14,8 +14,8 @@ try:
     import mmdet  # noqa: F401
     import mmseg  # noqa: F401
 except ImportError as error:
-    raise ImportError(f'heads needs MMDetection 3.3 and MMSegmentation 1.2 with mmcv 2.1 and its ops ({error}); install '
-                      f'them into this environment with `bash tools/install_openmmlab.sh`') from error
+    raise ImportError(f'heads needs MMDetection 3.3 and MMSegmentation 1.2 with mmcv 2.1 and its ops ({error}); '
+                      f'install them into this environment with `bash tools/install_openmmlab.sh`') from error
 
 from .backbone import LinZooBackbone, zoo_model_names
 from .checkpoint import register_checkpoint_safe_globals

@@ -15,8 +15,10 @@ Three pitfalls of wrapping timm models in OpenMMLab are avoided on purpose:
   that re-draws the weights; this module initialises its model once, the timm way, at construction and only loads
   the ``Pretrained`` checkpoint afterwards.
 """
+import argparse
 import difflib
 import inspect
+import pickle
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -50,7 +52,8 @@ _FAMILY_CLASSES = tuple(
 
 def zoo_model_names() -> List[str]:
     """Names of the zoo's models among timm's registered models."""
-    return [name for name in timm.list_models() if timm.models.model_entrypoint(name).__module__.startswith('backbones.')]
+    return [name for name in timm.list_models()
+            if timm.models.model_entrypoint(name).__module__.startswith('backbones.')]
 
 
 def _family_class(arch: str) -> type:
@@ -128,7 +131,8 @@ class LinZooBackbone(BaseModule):
         if model_norms:  # the norms of stages that are not returned would get no gradient (and no checkpoint keys)
             for i in set(range(len(self.body.feature_norms))) - set(self.out_indices):
                 self.body.feature_norms[i] = nn.Identity()
-        self.out_norms = nn.ModuleList(LayerNorm2d(c) for c in self.out_channels) if out_norms and not model_norms else None
+        own_norms = out_norms and not model_norms
+        self.out_norms = nn.ModuleList(LayerNorm2d(c) for c in self.out_channels) if own_norms else None
 
         if with_cp:
             self.body.set_grad_checkpointing(True)
@@ -143,8 +147,9 @@ class LinZooBackbone(BaseModule):
             return
         if not isinstance(init_cfg, dict) or init_cfg.get('type') != 'Pretrained' or set(init_cfg) != {
                 'type', 'checkpoint'}:
-            raise ValueError(f"LinZooBackbone: init_cfg must be None or dict(type='Pretrained', checkpoint=PATH_OR_URL) "
-                             f'(the model is initialised the timm way when built), got {init_cfg!r}')
+            raise ValueError(f"LinZooBackbone: init_cfg must be None or dict(type='Pretrained', "
+                             f'checkpoint=PATH_OR_URL) (the model is initialised the timm way when built), '
+                             f'got {init_cfg!r}')
 
     @staticmethod
     def _check_out_indices(out_indices: Sequence[int], num_levels: int, what: str) -> Tuple[int, ...]:
@@ -213,7 +218,16 @@ class LinZooBackbone(BaseModule):
                 shapes) or lacks weights of this model.
         """
         logger = MMLogger.get_current_instance()
-        state = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu', logger=logger)
+        try:
+            # Official Vim (DeiT-style) checkpoints also pickle their training arguments, a plain namespace.
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                state = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu', logger=logger)
+        except pickle.UnpicklingError as error:
+            reason = str(error).split('WeightsUnpickler error: ')[-1].split('\n')[0]
+            raise ValueError(f'LinZooBackbone({self.arch!r}): checkpoint {checkpoint} holds Python objects that '
+                             f"torch's weights_only loader refuses ({reason}); if you trust the file, save its "
+                             f'weights alone and point init_cfg there: '
+                             f"torch.save(torch.load(PATH, weights_only=False)['model'], NEW_PATH)") from None
         filter_fn = sys.modules[type(self.body).__module__].checkpoint_filter_fn
         # The filters check the checkpoint against a whole model (block counts, final norm, classifier), so it is
         # converted for an unpruned twin of the body and the body takes its part.
