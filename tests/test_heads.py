@@ -289,6 +289,19 @@ def test_pretrained_init_cfg_loads_a_zoo_checkpoint(tmp_path, arch, out_indices)
     assert any(not torch.equal(before[k], loaded[k]) for k in loaded if k in state)
 
 
+def test_pretrained_official_detection_backbone_gives_the_official_features(tmp_path):
+    # The fixture holds the official VMamba detection backbone (MM_VSSM: outnorm{i} included) and its outputs.
+    fixture = torch.load(ROOT / 'tests/fixtures/vmamba/vmamba_backbone_v2_s1l8_dim16_d1121.pt', weights_only=True)
+    torch.save({'model': fixture['state_dict']}, tmp_path / 'official.pth')
+    init_cfg = dict(type='Pretrained', checkpoint=str(tmp_path / 'official.pth'))
+    backbone = LinZooBackbone('test_vmamba', init_cfg=init_cfg)
+    backbone.init_weights()
+    with torch.no_grad():
+        features = backbone.eval()(fixture['inputs'][0])
+    for ours, official in zip(features, fixture['features'][0]):
+        torch.testing.assert_close(ours, official, atol=2e-5, rtol=0)
+
+
 def test_pretrained_init_cfg_survives_the_detector_init_and_timm_init_weights(tmp_path):
     # mmengine's init_weights visits every child; timm's own init_weights must not re-draw the loaded weights.
     state = _save_timm_checkpoint('test_vmamba', tmp_path / 'ckpt.pth')
