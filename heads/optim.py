@@ -4,7 +4,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 import torch.nn as nn
 from mmengine.logging import print_log
-from mmengine.optim import DefaultOptimWrapperConstructor
+from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from timm.models import group_parameters
 
@@ -46,7 +46,7 @@ class TimmLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         self.layer_decay_rate = float(rate)
         super().__init__(optim_wrapper_cfg, paramwise_cfg)
 
-    def __call__(self, model: nn.Module):
+    def __call__(self, model: nn.Module) -> OptimWrapper:
         # The default constructor skips its per-parameter path when paramwise_cfg is empty; ours always needs it.
         self.paramwise_cfg.setdefault('custom_keys', {})
         return super().__call__(model)
