@@ -244,13 +244,21 @@ def _next_pow2(x: int) -> int:
     return 1 << max(0, (x - 1).bit_length())
 
 
-def launch_config(dstate: int, length: int, dim_per_group: int, backward: bool) -> Tuple[int, int, int]:
+def launch_config(
+        dstate: int,
+        length: int,
+        dim_per_group: int,
+        backward: bool,
+        rows: Optional[int] = None,
+) -> Tuple[int, int, int]:
     """(BLOCK_D, BLOCK_L, num_warps) for one pass; BLOCK_L depends only on (dstate, length) so that the
     backward walks the chunks whose start states the forward saved.
 
-    Chosen from a block-size sweep on an H100 (benchmarks/selective_scan.md): at N = 1 narrow programs
+    Chosen from block-size sweeps on an H100 (benchmarks/selective_scan.md): at N = 1 narrow programs
     (4 channels, one warp) keep every reduction inside a warp; at N = 16 and long sequences wider programs
-    amortise the B/C rows and the dB/dC reductions over more channels.
+    amortise the B/C rows and the dB/dC reductions over more channels, as long as there are enough of them:
+    each program walks the whole sequence, so with few rows (``rows`` = batch x channels, e.g. Vim at
+    1248 px, batch 32) the width drops to keep about 6k programs in flight (forward 2.8x faster there).
     """
     if INTERPRET:
         # Tiny tiles keep the interpreter fast and make tests cross several chunks and masked tails.
@@ -260,7 +268,12 @@ def launch_config(dstate: int, length: int, dim_per_group: int, backward: bool) 
         block_d, warps = 4, 1
     elif length >= 1024:
         block_l = 64
-        block_d, warps = (32, 4) if backward else (16, 4)
+        block_d = 32 if backward else 16
+        if rows is not None:
+            target = 3072 if backward else 6144
+            while block_d > 4 and rows // block_d < target:
+                block_d //= 2
+        warps = {4: 1, 8: 2}.get(block_d, 4)
     else:
         block_l = 16
         block_d, warps = 8, 1
@@ -294,7 +307,7 @@ def selective_scan_fwd(
     batch, dim, length = u.shape
     groups, dstate = B.shape[1], B.shape[2]
     dim_per_group = dim // groups
-    block_d, block_l, warps = launch_config(dstate, length, dim_per_group, backward=False)
+    block_d, block_l, warps = launch_config(dstate, length, dim_per_group, backward=False, rows=batch * dim)
     n_pad = _next_pow2(dstate)
     n_chunks = triton.cdiv(length, block_l)
     blocks_per_group = triton.cdiv(dim_per_group, block_d)
@@ -341,7 +354,7 @@ def selective_scan_bwd(
     batch, dim, length = u.shape
     groups, dstate = B.shape[1], B.shape[2]
     dim_per_group = dim // groups
-    block_d, block_l, warps = launch_config(dstate, length, dim_per_group, backward=True)
+    block_d, block_l, warps = launch_config(dstate, length, dim_per_group, backward=True, rows=batch * dim)
     n_pad = _next_pow2(dstate)
     blocks_per_group = triton.cdiv(dim_per_group, block_d)
     has_states = triton.cdiv(length, block_l) > 1
