@@ -23,7 +23,7 @@ from typing import Dict, NamedTuple, Tuple, Union
 import torch
 from torch import Tensor
 
-from .base import DeviceLike, Scan, create_scan
+from .base import DeviceLike, Scan, _PermuteRoutes, create_scan
 
 __all__ = ['MiddleTokenScan']
 
@@ -150,9 +150,7 @@ class MiddleTokenScan:
         if plan.identity:
             return x.reshape(batch, 1, channels, length)
         src = x.reshape(batch, self.num_routes if self.splits_channels else 1, cpr, length)
-        # Expanding over routes is free (stride 0): one gather writes the (B, K, C', L) result.
-        src = src.expand(batch, self.num_routes, cpr, length)
-        return torch.gather(src, -1, plan.index.view(1, self.num_routes, 1, length).expand_as(src))
+        return _PermuteRoutes.apply(src, plan.index, plan.inverse, True, self.splits_channels, -1)
 
     def merge(self, y: Tensor, size: Tuple[int, int]) -> Tensor:
         """Put route outputs back in sequence order and sum them over routes (the adjoint of ``flatten``).
@@ -172,11 +170,8 @@ class MiddleTokenScan:
         plan = self._plan(height, width, y.device)
         if plan.identity:
             return y.reshape(batch, cpr, length)
-        out = torch.gather(y, -1, plan.inverse.view(1, num_routes, 1, length).expand_as(y))
-        if self.splits_channels:
-            return out.reshape(batch, num_routes * cpr, length)
-        # Gather-then-sum over routes is deterministic, unlike scatter_add.
-        return out.sum(1, dtype=y.dtype) if num_routes > 1 else out.squeeze(1)
+        out = _PermuteRoutes.apply(y, plan.index, plan.inverse, False, self.splits_channels, -1)
+        return out.reshape(batch, -1, length)
 
     def __repr__(self) -> str:
         return f'MiddleTokenScan({self.scan!r})'
