@@ -5,7 +5,6 @@ optimizer constructor and short Runner trainings use the tiny ``test_*`` zoo mod
 """
 import argparse
 import glob
-import json
 import os
 import re
 from pathlib import Path
@@ -23,12 +22,13 @@ import timm  # noqa: E402
 import torch.nn as nn  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 from mmengine.hooks import Hook  # noqa: E402
-from mmengine.registry import HOOKS, MODELS, OPTIM_WRAPPER_CONSTRUCTORS, init_default_scope  # noqa: E402
+from mmengine.registry import HOOKS, OPTIM_WRAPPER_CONSTRUCTORS, init_default_scope  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
-from PIL import Image  # noqa: E402
 
 import backbones  # noqa: E402,F401
 from heads import LinZooBackbone, SimpleFeaturePyramid, TimmLayerDecayOptimWrapperConstructor  # noqa: E402
+from mm_helpers import (narrow_mask_rcnn, tiny_config, use_tiny_ade20k, use_tiny_coco, write_ade20k,  # noqa: E402
+                        write_coco)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(
@@ -45,31 +45,6 @@ def _registry(cfg: Config):
     else:
         from mmseg.registry import MODELS as scoped
     return scoped
-
-
-def _tiny_config(config: str, arch: str) -> Config:
-    """``config`` with a tiny backbone: no checkpoint, neck and heads sized to it, BN for SyncBN, 64x64 inputs."""
-    cfg = Config.fromfile(str(ROOT / config))
-    backbone = cfg.model.backbone
-    probe = timm.create_model(arch)
-    if not hasattr(probe, 'stages'):  # plain: the same number of levels, from the last blocks
-        backbone.out_indices = tuple(range(len(probe.blocks) - len(backbone.out_indices), len(probe.blocks)))
-    backbone.update(arch=arch, init_cfg=None)
-    channels = list(MODELS.build(backbone).out_channels)
-    neck = cfg.model.get('neck')
-    if neck is not None and neck.type == 'SimpleFeaturePyramid':
-        neck.in_channels = channels[0]
-        if cfg.default_scope == 'mmseg':
-            neck.out_channels = 32
-            channels = [32] * neck.num_outs
-    elif neck is not None:
-        neck.in_channels = channels
-    if cfg.default_scope == 'mmseg':
-        cfg.model.data_preprocessor.size = (64, 64)
-        cfg.model.decode_head.update(in_channels=channels, channels=32, norm_cfg=dict(type='BN', requires_grad=True))
-        cfg.model.auxiliary_head.update(in_channels=channels[cfg.model.auxiliary_head.in_index], channels=32,
-                                        norm_cfg=dict(type='BN', requires_grad=True))
-    return cfg
 
 
 def _family_of(config: str) -> str:
@@ -162,7 +137,7 @@ TRAIN_STEP_CASES = [
 @pytest.mark.parametrize('config, arch', TRAIN_STEP_CASES)
 def test_train_step_has_finite_losses_and_reaches_every_backbone_parameter(config, arch):
     torch.manual_seed(0)
-    cfg = _tiny_config(config, arch)
+    cfg = tiny_config(config, arch)
     cfg.model.backbone.drop_path_rate = 0.  # a block dropped for the whole batch would get no gradient
     model = _registry(cfg).build(cfg.model)
     model.init_weights()
@@ -305,7 +280,7 @@ def test_pretrained_official_detection_backbone_gives_the_official_features(tmp_
 def test_pretrained_init_cfg_survives_the_detector_init_and_timm_init_weights(tmp_path):
     # mmengine's init_weights visits every child; timm's own init_weights must not re-draw the loaded weights.
     state = _save_timm_checkpoint('test_vmamba', tmp_path / 'ckpt.pth')
-    cfg = _tiny_config('configs/detection/vmamba/mask-rcnn_vmamba-t-s1l8_fpn_1x_coco.py', 'test_vmamba')
+    cfg = tiny_config('configs/detection/vmamba/mask-rcnn_vmamba-t-s1l8_fpn_1x_coco.py', 'test_vmamba')
     cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=str(tmp_path / 'ckpt.pth'))
     model = _registry(cfg).build(cfg.model)
     model.init_weights()
@@ -404,49 +379,6 @@ class _RecordFirstIter(Hook):
         _RecordFirstIter.first_iters.append(runner.iter)
 
 
-def _write_coco(root: Path, num_images: int = 8) -> Path:
-    """Images with bright squares of two classes on dark noise, their boxes and polygon masks, in COCO format."""
-    rng = np.random.default_rng(0)
-    (root / 'images').mkdir(parents=True)
-    images, annotations = [], []
-    colours = {1: (230, 40, 40), 2: (40, 40, 230)}
-    for image_id in range(1, num_images + 1):
-        pixels = rng.integers(0, 50, (64, 64, 3), dtype=np.uint8)
-        for k in range(2):
-            category = 1 + (image_id + k) % 2
-            size = int(rng.integers(14, 26))
-            x, y = (int(v) for v in rng.integers(0, 64 - size, 2))
-            pixels[y:y + size, x:x + size] = colours[category]
-            annotations.append(dict(
-                id=len(annotations) + 1, image_id=image_id, category_id=category, iscrowd=0, area=size * size,
-                bbox=[x, y, size, size], segmentation=[[x, y, x + size, y, x + size, y + size, x, y + size]]))
-        Image.fromarray(pixels).save(root / 'images' / f'{image_id}.png')
-        images.append(dict(id=image_id, file_name=f'{image_id}.png', height=64, width=64))
-    categories = [dict(id=1, name='person'), dict(id=2, name='bicycle')]
-    ann_file = root / 'annotations.json'
-    ann_file.write_text(json.dumps(dict(images=images, annotations=annotations, categories=categories)))
-    return ann_file
-
-
-def _write_ade20k(root: Path, num_images: int = 8) -> None:
-    """Images whose colours follow their label maps (a background class and squares of two classes), ADE20K layout."""
-    rng = np.random.default_rng(0)
-    for split in ('training', 'validation'):
-        (root / 'images' / split).mkdir(parents=True)
-        (root / 'annotations' / split).mkdir(parents=True)
-        for i in range(num_images):
-            labels = np.ones((64, 64), np.uint8)  # ADE20K label 1: class 0 after reduce_zero_label
-            for label in (5, 9):
-                size = int(rng.integers(16, 28))
-                x, y = (int(v) for v in rng.integers(0, 64 - size, 2))
-                labels[y:y + size, x:x + size] = label
-            palette = np.array([[0, 0, 0]] * 10, np.uint8)
-            palette[1], palette[5], palette[9] = (30, 30, 30), (220, 60, 60), (60, 60, 220)
-            pixels = np.clip(palette[labels].astype(int) + rng.integers(-20, 20, (64, 64, 3)), 0, 255)
-            Image.fromarray(pixels.astype(np.uint8)).save(root / 'images' / split / f'{i}.jpg', quality=95)
-            Image.fromarray(labels).save(root / 'annotations' / split / f'{i}.png')
-
-
 def _runner_cfg(cfg: Config, work_dir: Path, name: str) -> Config:
     cfg.work_dir = str(work_dir)
     cfg.experiment_name = name
@@ -454,8 +386,6 @@ def _runner_cfg(cfg: Config, work_dir: Path, name: str) -> Config:
     cfg.randomness = dict(seed=0)
     cfg.default_hooks.logger.interval = 1
     cfg.custom_hooks = [dict(type='LinZooTestRecordFirstIter')]
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[loader].update(num_workers=0, persistent_workers=False)
     return cfg
 
 
@@ -463,45 +393,12 @@ def _losses(runner: Runner) -> np.ndarray:
     return runner.message_hub.get_scalar('train/loss').data[0]
 
 
-def _narrow_mask_rcnn(cfg: Config, width: int = 64) -> None:
-    """Narrower neck and heads, fewer proposals and RoIs: the same model classes at a fraction of the CPU time."""
-    model = cfg.model
-    model.neck.out_channels = width
-    model.rpn_head.update(in_channels=width, feat_channels=width)
-    model.roi_head.bbox_roi_extractor.out_channels = width
-    model.roi_head.bbox_head.update(in_channels=width, fc_out_channels=256)
-    model.roi_head.mask_roi_extractor.out_channels = width
-    model.roi_head.mask_head.update(in_channels=width, conv_out_channels=width)
-    model.train_cfg.rpn_proposal.update(nms_pre=200, max_per_img=100)
-    model.train_cfg.rcnn.sampler.num = 64
-    model.test_cfg.rpn.update(nms_pre=200, max_per_img=100)
-    model.test_cfg.rcnn.max_per_img = 20
-
-
 def test_runner_trains_resumes_and_evaluates_mask_rcnn_on_a_tiny_coco(tmp_path):
-    ann_file = _write_coco(tmp_path / 'coco')
-    cfg = _tiny_config('configs/detection/vmamba/mask-rcnn_vmamba-t-s1l8_fpn_1x_coco.py', 'test_vmamba')
-    _narrow_mask_rcnn(cfg)
+    ann_file = write_coco(tmp_path / 'coco')
+    cfg = tiny_config('configs/detection/vmamba/mask-rcnn_vmamba-t-s1l8_fpn_1x_coco.py', 'test_vmamba')
+    narrow_mask_rcnn(cfg)
     cfg = _runner_cfg(cfg, tmp_path / 'work', 'det')
-    train_pipeline = [
-        dict(type='LoadImageFromFile'),
-        dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-        dict(type='Resize', scale=(64, 64), keep_ratio=True),
-        dict(type='PackDetInputs'),
-    ]
-    test_pipeline = [
-        dict(type='LoadImageFromFile'),
-        dict(type='Resize', scale=(64, 64), keep_ratio=True),
-        dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-        dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-    ]
-    dataset = dict(data_root=str(tmp_path / 'coco'), ann_file='annotations.json', data_prefix=dict(img='images/'))
-    cfg.train_dataloader.batch_size = 2
-    cfg.train_dataloader.dataset.update(dataset, pipeline=train_pipeline)
-    cfg.val_dataloader.dataset.update(dataset, pipeline=test_pipeline)
-    cfg.test_dataloader = cfg.val_dataloader
-    cfg.val_evaluator.ann_file = str(ann_file)
-    cfg.test_evaluator = cfg.val_evaluator
+    use_tiny_coco(cfg, tmp_path / 'coco', ann_file)
     cfg.optim_wrapper.optimizer.lr = 1e-3
     cfg.param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=4)]
     cfg.train_cfg.update(max_epochs=3, val_interval=3)
@@ -531,24 +428,10 @@ def test_runner_trains_resumes_and_evaluates_mask_rcnn_on_a_tiny_coco(tmp_path):
 
 def test_runner_trains_resumes_and_evaluates_vim_upernet_on_a_tiny_ade20k(tmp_path):
     # The Vim config: simple feature pyramid, layer-decay constructor and sliding-window test, end to end.
-    _write_ade20k(tmp_path / 'ade')
-    cfg = _tiny_config('configs/segmentation/vim/upernet_vim-ti_sfp_4xb8-60k_ade20k-512x512.py', 'test_vim')
+    write_ade20k(tmp_path / 'ade')
+    cfg = tiny_config('configs/segmentation/vim/upernet_vim-ti_sfp_4xb8-60k_ade20k-512x512.py', 'test_vim')
     cfg = _runner_cfg(cfg, tmp_path / 'work', 'seg')
-    train_pipeline = [
-        dict(type='LoadImageFromFile'),
-        dict(type='LoadAnnotations', reduce_zero_label=True),
-        dict(type='PackSegInputs'),
-    ]
-    test_pipeline = [
-        dict(type='LoadImageFromFile'),
-        dict(type='LoadAnnotations', reduce_zero_label=True),
-        dict(type='PackSegInputs'),
-    ]
-    root = str(tmp_path / 'ade')
-    cfg.train_dataloader.batch_size = 4
-    cfg.train_dataloader.dataset.update(data_root=root, pipeline=train_pipeline)
-    cfg.val_dataloader.dataset.update(data_root=root, pipeline=test_pipeline)
-    cfg.test_dataloader = cfg.val_dataloader
+    use_tiny_ade20k(cfg, tmp_path / 'ade')
     cfg.model.test_cfg = dict(mode='slide', crop_size=(32, 32), stride=(16, 16))
     cfg.optim_wrapper.optimizer.lr = 2e-3
     cfg.param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=4)]

@@ -39,3 +39,13 @@ def test_heads_without_openmmlab_says_how_to_install_it():
     result = _run('import heads')
     assert result.returncode != 0
     assert 'bash tools/install_openmmlab.sh' in result.stderr
+
+
+def test_openmmlab_commands_without_openmmlab_say_how_to_install_it():
+    result = _run('''
+from tools import mm_flops, mm_test, mm_train
+from tools.common import run_cli
+run_cli(mm_train.main, ['configs/detection/vmamba/mask-rcnn_vmamba-t-s1l8_fpn_1x_coco.py'])
+''')
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith('error: heads needs MMDetection') and 'bash tools/install_openmmlab.sh' in result.stderr
