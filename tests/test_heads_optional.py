@@ -48,4 +48,5 @@ from tools.common import run_cli
 run_cli(mm_train.main, ['configs/detection/vmamba/mask-rcnn_vmamba-t-s1l8_fpn_1x_coco.py'])
 ''')
     assert result.returncode == 2, result.stderr
-    assert result.stderr.startswith('error: heads needs MMDetection') and 'bash tools/install_openmmlab.sh' in result.stderr
+    assert result.stderr.startswith('error: heads needs MMDetection')
+    assert 'bash tools/install_openmmlab.sh' in result.stderr

@@ -15,7 +15,8 @@ pytest.importorskip('mmseg')
 
 from mmengine.registry import MODELS, init_default_scope  # noqa: E402
 
-from mm_helpers import narrow_mask_rcnn, tiny_config, use_tiny_ade20k, use_tiny_coco, write_ade20k, write_coco  # noqa: E402,E501
+from mm_helpers import (narrow_mask_rcnn, tiny_config, use_tiny_ade20k, use_tiny_coco, write_ade20k,  # noqa: E402
+                        write_coco)
 from tools import flops, mm_flops, mm_test, mm_train  # noqa: E402
 
 MASK_RCNN = 'configs/detection/vmamba/mask-rcnn_vmamba-t-s1l8_fpn_1x_coco.py'

@@ -1,4 +1,4 @@
-"""What the OpenMMLab commands (``tools.mm_train``, ``tools.mm_test``, ``tools.mm_flops``) share: loading and running a config.
+"""What the OpenMMLab commands (``tools.mm_train``, ``mm_test``, ``mm_flops``) share: loading and running a config.
 
 Only these commands import mmengine, MMDetection and MMSegmentation (through ``heads``); the other tools and the
 core packages work without them. A config's ``default_scope`` (``mmdet`` or ``mmseg``) decides which library's
