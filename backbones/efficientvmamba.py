@@ -135,7 +135,6 @@ class EVSSBlock(nn.Module):
             d_conv=3,
             conv_bias=True,
             gate=True,
-            force_fp32=True,
         )
         self.conv_branch = nn.Sequential(
             nn.Conv2d(dim, dim, 3, padding=1, groups=dim),

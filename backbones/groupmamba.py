@@ -27,8 +27,9 @@ How it is built here:
   are ONE kernel call with grouped B/C on one ``SelectiveSSM`` (K = 4 routes, C/4 channels each) that stacks
   the four official parameter sets. The per-group in_proj and out_proj are grouped 1x1 convolutions, the
   depthwise convs one depthwise conv and the per-group LayerNorms one grouped LayerNorm; the filter
-  concatenates the official per-group tensors. Scan inputs are cast to float32 like the official
-  ``SelectiveScanCore`` path (``force_fp32``).
+  concatenates the official per-group tensors. The official ``SelectiveScanCore`` path casts the scan inputs to
+  float32; the kernel here computes in float32 from the half-precision inputs, with bitwise the same results
+  (see ``SelectiveSSM``).
 * The model runs channel-first (NCHW): the official channel-last Linear layers are 1x1 convolutions, whose
   weights the filter reshapes.
 * ``scan=`` takes any registered scan whose routes each visit every token once: a plain scan becomes the base of
@@ -142,7 +143,7 @@ class ModulatedGroupMamba(nn.Module):
         self.act = nn.SiLU()
         # d_state 1, expand 1 and dt_rank "auto" = ceil(group width / 16), as the official VSSS blocks.
         self.ssm = SelectiveSSM(
-            group_dim, d_state=1, dt_rank=math.ceil(group_dim / 16), num_routes=self.num_groups, force_fp32=True)
+            group_dim, d_state=1, dt_rank=math.ceil(group_dim / 16), num_routes=self.num_groups)
         self.out_norm = GroupLayerNorm2d(self.num_groups, dim, eps=1e-5)
         self.out_proj = nn.Conv2d(dim, dim, 1, groups=self.num_groups, bias=False)
         self.skip_scale = nn.Parameter(torch.ones(1))

@@ -36,8 +36,9 @@ official detection/segmentation backbone (``Backbone_VSSM``), whose checkpoints 
 
 Official bugs and deliberate differences:
 
-* The official ``SelectiveScan`` casts the scan inputs to float32 under CUDA autocast; here the scan inputs are
-  cast to float32 under autocast on every device (``force_fp32``), and the scan output is float32 either way.
+* The official ``SelectiveScan`` casts the scan inputs to float32 under CUDA autocast; here the kernel computes in
+  float32 from the half-precision inputs on every device, with bitwise the same results (see ``SelectiveSSM``),
+  and the scan output is float32 either way.
 * The official loaders (trainer, ``Backbone_VSSM.load_pretrained``) load with ``strict=False`` (detection: inside
   a try/except that only prints), so a checkpoint of another variant silently leaves random weights.
   ``checkpoint_filter_fn`` raises a ValueError naming the mismatched keys, shapes and blocks per stage instead.
@@ -112,13 +113,12 @@ class MS2D(nn.Module):
         self.conv_dw = nn.Conv2d(d_inner, d_inner, 3, padding=1, groups=d_inner, bias=conv_bias)
         self.conv_dw_low = nn.Conv2d(d_inner, d_inner, 7, stride=2, padding=3, groups=d_inner, bias=conv_bias)
         self.act = nn.SiLU()
-        # One parameter set for both branches; the official SelectiveScan casts inputs to float32 (custom_fwd).
+        # One parameter set for both branches.
         self.ssm = SelectiveSSM(
             d_inner,
             d_state=d_state,
             dt_rank=dt_rank,
             num_routes=scan_low.num_routes + scan.num_routes,
-            force_fp32=True,
         )
         self.out_norm = _LayerNorm2d(d_inner)
         self.se = SEModule(d_inner, rd_channels=d_inner // 8, bias=False)

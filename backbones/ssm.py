@@ -43,10 +43,6 @@ __all__ = ['SelectiveSSM', 'ssm_no_weight_decay']
 _HALF = (torch.float16, torch.bfloat16)
 
 
-def _at_least_fp32(x: Tensor) -> Tensor:
-    return x.float() if x.dtype in _HALF else x
-
-
 class SelectiveSSM(nn.Module):
     """Selective SSM (Mamba S6) parameters of K scan routes, and the scan over route sequences.
 
@@ -65,10 +61,12 @@ class SelectiveSSM(nn.Module):
     accident, and Vim decays ``A_log``. This zoo follows the intended behaviour: models list all three in
     ``no_weight_decay()`` (see ``ssm_no_weight_decay``), so timm's optimizer factory exempts them.
 
-    Numerics: ``A``, ``D`` and the dt bias always enter the kernel in float32 and the output is at least
-    float32. With ``force_fp32`` the route inputs are cast to float32 too (vanilla VMamba, EfficientVMamba,
-    GroupMamba); otherwise half-precision inputs under autocast go to the kernel as they are and only the
-    output is float32 (VMamba v2's fix for fp16 overflow).
+    Numerics: ``A``, ``D`` and the dt bias always enter the kernel in float32, the kernel computes in float32 whatever
+    the dtype of the route inputs, and the output is at least float32 (VMamba v2's fix for fp16 overflow). The
+    official vanilla VMamba, EfficientVMamba, MSVMamba and GroupMamba cast the route inputs to float32 before their
+    scan; here half-precision inputs go to the kernel as they are, which gives the same outputs and gradients
+    (the casts are exact and the kernel converts on load; ``tests/test_ssm.py`` demands bitwise equality on the
+    PyTorch backend and on CUDA) without the float32 copies that the backward would keep.
 
     Args:
         d_inner: Channels per route (C' of the scan: ``scan.channels_per_route(width)``).
@@ -77,7 +75,6 @@ class SelectiveSSM(nn.Module):
         num_routes: K, the number of routes (parameter groups); usually ``scan.num_routes``.
         shared_proj: One x_proj/dt_proj (and dt bias) shared by all routes instead of one per route;
             ``A_logs`` and ``Ds`` stay per route.
-        force_fp32: Cast the route inputs (and the gate) to float32 before the scan.
         dt_min: Lower end of the initial dt range.
         dt_max: Upper end of the initial dt range.
         dt_init_floor: Floor of the initial dt.
@@ -92,7 +89,6 @@ class SelectiveSSM(nn.Module):
             dt_rank: int,
             num_routes: int = 1,
             shared_proj: bool = False,
-            force_fp32: bool = False,
             dt_min: float = 1e-3,
             dt_max: float = 0.1,
             dt_init_floor: float = 1e-4,
@@ -110,7 +106,6 @@ class SelectiveSSM(nn.Module):
         self.dt_rank = dt_rank
         self.num_routes = num_routes
         self.shared_proj = shared_proj
-        self.force_fp32 = force_fp32
         self.dt_min = dt_min
         self.dt_max = dt_max
         self.dt_init_floor = dt_init_floor
@@ -176,8 +171,6 @@ class SelectiveSSM(nn.Module):
         D = self.Ds[chans].float()
         u = xs.reshape(batch, routes * channels, length)
         delta = dts.reshape(batch, routes * channels, length)
-        if self.force_fp32:
-            u, delta, Bs, Cs = (_at_least_fp32(t) for t in (u, delta, Bs, Cs))
         return u, delta, A, Bs, Cs, D, delta_bias.reshape(-1).float()
 
     def forward(self, xs: Tensor, z: Optional[Tensor] = None, route_offset: int = 0) -> Tensor:
@@ -197,8 +190,6 @@ class SelectiveSSM(nn.Module):
                 raise ValueError(f'SelectiveSSM: gate z must have the shape of xs {tuple(xs.shape)}, '
                                  f'got {tuple(z.shape)}')
             z = z.reshape(u.shape)
-            if self.force_fp32:
-                z = _at_least_fp32(z)
         out_dtype = torch.float32 if u.dtype in _HALF else None
         y = selective_scan(
             u, delta, A, Bs, Cs, D, z=z, delta_bias=delta_bias, delta_softplus=True, out_dtype=out_dtype)
@@ -227,7 +218,7 @@ class SelectiveSSM(nn.Module):
 
     def extra_repr(self) -> str:
         return (f'd_inner={self.d_inner}, d_state={self.d_state}, dt_rank={self.dt_rank}, '
-                f'num_routes={self.num_routes}, shared_proj={self.shared_proj}, force_fp32={self.force_fp32}')
+                f'num_routes={self.num_routes}, shared_proj={self.shared_proj}')
 
 
 def ssm_no_weight_decay(model: nn.Module) -> Set[str]:

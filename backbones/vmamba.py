@@ -63,7 +63,6 @@ class SS2D(nn.Module):
         d_conv: Depthwise conv kernel size.
         conv_bias: Bias in the depthwise conv.
         gate: Vanilla VMamba's ``in_proj`` also produces z and the output is multiplied by SiLU(z).
-        force_fp32: Cast scan inputs to float32 (vanilla VMamba) instead of float32 output only (v2).
         norm_layer: Norm applied to the merged scan output.
     """
 
@@ -77,7 +76,6 @@ class SS2D(nn.Module):
             d_conv: int = 3,
             conv_bias: bool = False,
             gate: bool = False,
-            force_fp32: bool = False,
             norm_layer: Callable[[int], nn.Module] = _LayerNorm2d,
     ):
         super().__init__()
@@ -93,7 +91,6 @@ class SS2D(nn.Module):
             d_state=d_state,
             dt_rank=dt_rank,
             num_routes=scan.num_routes,
-            force_fp32=force_fp32,
         )
         self.out_norm = norm_layer(d_inner)
         self.out_proj = nn.Conv2d(d_inner, dim, 1, bias=False)
@@ -125,7 +122,6 @@ class VSSBlock(nn.Module):
             d_conv: int = 3,
             conv_bias: bool = False,
             gate: bool = False,
-            force_fp32: bool = False,
             mlp_ratio: float = 4.0,
             drop_path: float = 0.,
             norm_layer: Callable[[int], nn.Module] = _LayerNorm2d,
@@ -141,7 +137,6 @@ class VSSBlock(nn.Module):
             d_conv=d_conv,
             conv_bias=conv_bias,
             gate=gate,
-            force_fp32=force_fp32,
             norm_layer=norm_layer,
         )
         self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
@@ -208,7 +203,6 @@ class VMambaStage(Stage):
             d_conv: int = 3,
             conv_bias: bool = False,
             gate: bool = False,
-            force_fp32: bool = False,
             mlp_ratio: float = 4.0,
             drop_path: Optional[List[float]] = None,
             norm_layer: Callable[[int], nn.Module] = _LayerNorm2d,
@@ -225,8 +219,7 @@ class VMambaStage(Stage):
                     d_conv=d_conv,
                     conv_bias=conv_bias,
                     gate=gate,
-                    force_fp32=force_fp32,
-                    mlp_ratio=mlp_ratio,
+                            mlp_ratio=mlp_ratio,
                     drop_path=drop_path[i],
                     norm_layer=norm_layer,
                 )
@@ -237,7 +230,7 @@ class VMambaStage(Stage):
 
 
 class VMamba(StagedBackbone):
-    """VMamba and Vanilla VMamba (``stem_type='patch', downsample_type='merge', gate=True, force_fp32=True``).
+    """VMamba and Vanilla VMamba (``stem_type='patch', downsample_type='merge', gate=True``).
 
     Args:
         in_chans: Input channels.
@@ -251,7 +244,6 @@ class VMamba(StagedBackbone):
         d_conv: Kernel size of the SS2D depthwise conv.
         conv_bias: Bias in the SS2D depthwise conv.
         gate: SiLU(z) output gate in SS2D (vanilla VMamba).
-        force_fp32: Cast scan inputs to float32 under autocast (vanilla VMamba) instead of float32 output only.
         mlp_ratio: MLP hidden width / block width; 0 for no MLP (vanilla VMamba).
         stem_type: 'conv' (two 3x3/s2 convs, LN, GELU between) or 'patch' (4x4/s4 conv + LN).
         downsample_type: 'conv' (3x3/s2 conv + LN) or 'merge' (2x2 PatchMerging + LN + 1x1 reduction).
@@ -276,7 +268,6 @@ class VMamba(StagedBackbone):
             d_conv: int = 3,
             conv_bias: bool = False,
             gate: bool = False,
-            force_fp32: bool = False,
             mlp_ratio: float = 4.0,
             stem_type: str = 'conv',
             downsample_type: str = 'conv',
@@ -335,8 +326,7 @@ class VMamba(StagedBackbone):
                 d_conv=d_conv,
                 conv_bias=conv_bias,
                 gate=gate,
-                force_fp32=force_fp32,
-                mlp_ratio=mlp_ratio,
+                    mlp_ratio=mlp_ratio,
                 drop_path=dpr[i],
                 norm_layer=norm_layer,
             ))
@@ -490,11 +480,11 @@ default_cfgs = generate_default_cfgs({
 
 # Architecture of each generation; the variants add sizes and their published drop-path rates.
 _VANILLA_ARGS = dict(
-    d_state=16, ssm_ratio=2.0, conv_bias=True, gate=True, force_fp32=True, mlp_ratio=0.,
+    d_state=16, ssm_ratio=2.0, conv_bias=True, gate=True, mlp_ratio=0.,
     stem_type='patch', downsample_type='merge',
 )
 _V2_ARGS = dict(
-    d_state=1, conv_bias=False, gate=False, force_fp32=False, mlp_ratio=4.0, stem_type='conv', downsample_type='conv')
+    d_state=1, conv_bias=False, gate=False, mlp_ratio=4.0, stem_type='conv', downsample_type='conv')
 
 
 @register_model

@@ -148,7 +148,7 @@ def test_foreign_checkpoints_raise():
 
 
 def test_ms2d_scan_calls(fixture, monkeypatch):
-    """Per block: the full-res raster route (group 1) and ONE low-res sequence of 3 routes (group 0), in float32."""
+    """Per block: the full-res raster route (group 1) and ONE low-res sequence of 3 routes (group 0)."""
     import backbones.ssm
 
     seen = []
@@ -164,7 +164,7 @@ def test_ms2d_scan_calls(fixture, monkeypatch):
     with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
         out = model(x)
     blocks = [(16 * 24, 8 * 12), (8 * 12, 4 * 6), (4 * 6, 2 * 3), (4 * 6, 2 * 3), (2 * 3, 1 * 2)]
-    assert seen == [call for full, low in blocks for call in ((torch.float32, full, 1), (torch.float32, 3 * low, 1))]
+    assert seen == [call for full, low in blocks for call in ((torch.bfloat16, full, 1), (torch.bfloat16, 3 * low, 1))]
     torch.testing.assert_close(out.float(), fixture['logits'][1], atol=0.1, rtol=0.1)
 
 

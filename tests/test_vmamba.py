@@ -250,9 +250,10 @@ def test_input_sizes():
         vanilla(torch.randn(1, 3, 62, 64))
 
 
-@pytest.mark.parametrize('name, scan_dtype', [('test_vmamba', torch.bfloat16), ('test_vanilla_vmamba', torch.float32)])
-def test_autocast_scan_precision(name, scan_dtype, monkeypatch):
-    """v2 feeds half inputs to the scan and gets float32 back; vanilla VMamba forces float32 inputs."""
+@pytest.mark.parametrize('name', ['test_vmamba', 'test_vanilla_vmamba'])
+def test_autocast_scan_precision(name, monkeypatch):
+    """Half inputs go to the scan and float32 comes back (vanilla VMamba's official float32 casts are implicit in
+    the kernel's float32 compute: tests/test_ssm.py checks they change no bit)."""
     import backbones.ssm
 
     seen = []
@@ -271,6 +272,6 @@ def test_autocast_scan_precision(name, scan_dtype, monkeypatch):
         seen.clear()
         with torch.autocast('cpu', dtype=torch.bfloat16):
             out = model(x)
-    assert seen and all(s == (scan_dtype, torch.float32) for s in seen)
+    assert seen and all(s == (torch.bfloat16, torch.float32) for s in seen)
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out.float(), ref, atol=0.1, rtol=0.1)
