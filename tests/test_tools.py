@@ -351,6 +351,23 @@ def test_benchmark_zoo_and_timm_models_side_by_side(tmp_path):
     assert len(read_csv(tmp_path / 'bench.csv')) == 2
 
 
+def test_benchmark_profile_says_where_the_step_time_goes(capsys):
+    results = benchmark.main(['--models', 'test_vmamba', '-b', '2', '--img-size', '32', '--device', 'cpu',
+                              '--num-warm-iter', '1', '--num-bench-iter', '1', '--profile', '200'])
+    profiles = results[0].profiles
+    assert set(profiles) == {'infer', 'train'}
+    for kind, scan_op in (('infer', 'linzoo::selective_scan_fwd'), ('train', 'linzoo::selective_scan_bwd')):
+        ops = profiles[kind]
+        times = [ms for _, ms, _, _ in ops]
+        assert times == sorted(times, reverse=True) and times[0] > 0
+        total = sum(times)  # every operator is listed, so the shares are of this total
+        assert all(abs(share - 100 * ms / total) < 0.5 for _, ms, share, _ in ops)
+        # test_vmamba has 5 SS2D blocks: one scan per block and step
+        assert [calls for op, _, _, calls in ops if op == scan_op] == [5.0]
+    out = capsys.readouterr().out
+    assert 'test_vmamba, train step at batch 2' in out and '| linzoo::selective_scan_bwd |' in out
+
+
 def test_benchmark_unknown_model_suggests_names(capsys):
     err = cli_error(benchmark.main, ['--models', 'resnet18,vmamba_tiny_s1l9'], capsys)
     assert 'vmamba_tiny_s1l8' in err

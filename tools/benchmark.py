@@ -12,8 +12,13 @@ Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` (tensors only, allocato
 CPU the peak resident set size sampled every 2 ms while the model runs, above the size before it was built
 (an estimate of the same quantity that includes allocator and library overheads).
 
+``--profile N`` then runs 3 more steps of each kind under ``torch.profiler`` and prints where a step's time
+goes: the N operators with the most device time (CUDA) or CPU time per step, each with the kernels it launched
+itself (custom ops such as ``linzoo::selective_scan_bwd`` included), its share of the step and its calls per step.
+
     python -m tools.benchmark --models vmamba_tiny_s1l8,swin_tiny_patch4_window7_224,convnext_tiny \\
         --amp bf16 --channels-last --out benchmarks/throughput
+    python -m tools.benchmark --models vmamba_tiny_s1l8 -b 128 --amp bf16 --bench train --profile 15
     python -m tools.benchmark --models 'test_*,resnet18' --device cpu -b 8 --img-size 64
 """
 import argparse
@@ -27,7 +32,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import timm
@@ -35,6 +40,8 @@ from timm.data import resolve_data_config
 from timm.optim import create_optimizer_v2
 from timm.utils import ParseKwargs, decay_batch_step
 from torch import nn
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
 
 from .common import CliError, check_model_name, create_model, is_oom, markdown_table, oom_advice, \
     parse_csv_list, resolve_device, run_cli, zoo_models
@@ -57,6 +64,8 @@ class Result:
     train_peak_mib: Optional[float] = None
     error: str = ''
     notes: List[str] = field(default_factory=list)
+    # kind ('infer' / 'train') -> (operator, ms per step, share of the step's profiled time, calls per step)
+    profiles: Dict[str, List[Tuple[str, float, float, float]]] = field(default_factory=dict)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help='extra create_model arguments for every model')
     p.add_argument('--device', default=None)
     p.add_argument('--no-retry', action='store_true', help='do not lower the batch size after out-of-memory')
+    p.add_argument('--profile', type=int, default=0, metavar='N',
+                   help="profile 3 more steps of each kind and list the N operators with the most time per step")
     p.add_argument('--out', default=None, help='write OUT.csv and OUT.md')
     return p
 
@@ -169,27 +180,59 @@ class Bench:
         x = torch.randn(batch, 3, size, size, device=self.device)
         return x.contiguous(memory_format=torch.channels_last) if self.args.channels_last else x
 
-    def infer(self, name: str, batch: int, size: int) -> Dict[str, float]:
+    _PROFILED_STEPS = 3
+
+    def profile_steps(self, step: Callable[[], object]) -> List[Tuple[str, float, float, float]]:
+        """Run ``step`` under the profiler: the ``--profile`` operators with the most time per step.
+
+        Operators are ranked by the device time of the kernels they launched themselves (CPU time on the CPU), so
+        nothing is counted twice: a kernel belongs to the innermost operator that launched it.
+        """
+        cuda = self.device.type == 'cuda'
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        with profile(activities=activities) as prof:
+            for _ in range(self._PROFILED_STEPS):
+                step()
+            self.sync()
+        steps = self._PROFILED_STEPS
+        times = []
+        for event in prof.key_averages():
+            if event.device_type != DeviceType.CPU:  # kernels: counted under the operator that launched them
+                continue
+            micros = event.self_device_time_total if cuda else event.self_cpu_time_total
+            if micros > 0:
+                times.append((event.key, micros / 1e3 / steps, event.count / steps))
+        total = sum(ms for _, ms, _ in times) or 1.0
+        times.sort(key=lambda row: -row[1])
+        return [(key, round(ms, 3), round(100 * ms / total, 1), round(calls, 1))
+                for key, ms, calls in times[:self.args.profile]]
+
+    def infer(self, name: str, batch: int, size: int) -> Dict[str, object]:
         sink: Dict[str, float] = {}
         with self.memory(sink):
             model = self._model(name, train=False)
             x = self._input(batch, size)
+
+            def step() -> None:
+                with self.autocast():
+                    model(x)
+
             with torch.inference_mode():
                 for _ in range(self.args.num_warm_iter):
-                    with self.autocast():
-                        model(x)
+                    step()
                 self.sync()
                 start = time.perf_counter()
                 for _ in range(self.args.num_bench_iter):
-                    with self.autocast():
-                        model(x)
+                    step()
                 self.sync()
                 elapsed = time.perf_counter() - start
+                profiled = self.profile_steps(step) if self.args.profile else None
             del model, x
         steps = self.args.num_bench_iter
-        return dict(img_s=batch * steps / elapsed, step_ms=1e3 * elapsed / steps, peak_mib=sink.get('mib'))
+        return dict(img_s=batch * steps / elapsed, step_ms=1e3 * elapsed / steps, peak_mib=sink.get('mib'),
+                    profile=profiled)
 
-    def train(self, name: str, batch: int, size: int) -> Dict[str, float]:
+    def train(self, name: str, batch: int, size: int) -> Dict[str, object]:
         sink: Dict[str, float] = {}
         with self.memory(sink):
             model = self._model(name, train=True)
@@ -199,22 +242,30 @@ class Bench:
             optimizer = create_optimizer_v2(model, opt=self.args.opt, lr=1e-4)
             scaler = torch.amp.GradScaler(self.device.type, enabled=self.args.amp == 'fp16')
             loss_fn = nn.CrossEntropyLoss()
-            total = 0.0
-            for i in range(self.args.num_warm_iter + self.args.num_bench_iter):
-                optimizer.zero_grad(set_to_none=True)
-                self.sync()
-                start = time.perf_counter()
+
+            def step() -> None:
                 with self.autocast():
                     loss = loss_fn(model(x), target)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
+
+            total = 0.0
+            for i in range(self.args.num_warm_iter + self.args.num_bench_iter):
+                optimizer.zero_grad(set_to_none=True)
+                self.sync()
+                start = time.perf_counter()
+                step()
                 self.sync()
                 if i >= self.args.num_warm_iter:
                     total += time.perf_counter() - start
+            # zero_grad(set_to_none=True) launches no kernel, so it may run inside the profiled steps
+            profiled = self.profile_steps(lambda: (optimizer.zero_grad(set_to_none=True), step())) \
+                if self.args.profile else None
             del model, x, optimizer
         steps = self.args.num_bench_iter
-        return dict(img_s=batch * steps / total, step_ms=1e3 * total / steps, peak_mib=sink.get('mib'))
+        return dict(img_s=batch * steps / total, step_ms=1e3 * total / steps, peak_mib=sink.get('mib'),
+                    profile=profiled)
 
     def run(self, name: str, zoo: set) -> Result:
         with torch.device('meta'):  # sizes only: no memory, no init time
@@ -248,6 +299,8 @@ class Bench:
                 setattr(result, f'{kind}_img_s', round(out['img_s'], 1))
                 setattr(result, f'{kind}_step_ms', round(out['step_ms'], 2))
                 setattr(result, f'{kind}_peak_mib', None if out['peak_mib'] is None else round(out['peak_mib'], 1))
+                if out['profile'] is not None:
+                    result.profiles[kind] = out['profile']
             gc.collect()
         result.batch = batch
         return result
@@ -267,8 +320,8 @@ def main(argv: Optional[List[str]] = None) -> List[Result]:
     """Benchmark as the command line says; returns one result per model."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s', force=True)
-    if args.batch_size < 1 or args.num_bench_iter < 1 or args.num_warm_iter < 0:
-        raise CliError('--batch-size and --num-bench-iter must be >= 1, --num-warm-iter >= 0')
+    if args.batch_size < 1 or args.num_bench_iter < 1 or args.num_warm_iter < 0 or args.profile < 0:
+        raise CliError('--batch-size and --num-bench-iter must be >= 1, --num-warm-iter and --profile >= 0')
     names = expand_models(args.models)
     device = resolve_device(args.device)
     bench = Bench(args, device)
@@ -289,6 +342,13 @@ def main(argv: Optional[List[str]] = None) -> List[Result]:
              cell(r.infer_peak_mib), cell(r.train_img_s), cell(r.train_step_ms), cell(r.train_peak_mib),
              '; '.join(r.notes + ([r.error] if r.error else []))] for r in results]
     table = caption + '\n\n' + markdown_table(header, rows)
+    what = 'device (CUDA) time of the kernels each operator launched' if device.type == 'cuda' else 'CPU time'
+    for r in results:
+        for kind, ops in r.profiles.items():
+            table += (f'\n\n{r.model}, {kind} step at batch {r.batch}: the {len(ops)} operators with the most {what}, '
+                      f'over {Bench._PROFILED_STEPS} profiled steps\n\n')
+            table += markdown_table(['operator', 'ms / step', '% of profiled', 'calls / step'],
+                                    [list(op) for op in ops])
     print(table)
     if args.out:
         md, csv_path = Path(f'{args.out}.md'), Path(f'{args.out}.csv')
