@@ -26,8 +26,10 @@ def _reduce_history_buffer(buffer: HistoryBuffer) -> Tuple[type, Tuple[Any, ...]
 def register_checkpoint_safe_globals() -> None:
     """Let ``torch.load(weights_only=True)`` read mmengine training checkpoints (idempotent)."""
     copyreg.pickle(HistoryBuffer, _reduce_history_buffer)
-    # numpy's pickling entry points and the dtypes that logs and metrics use (numpy >= 2 names them numpy._core).
+    # numpy's pickling entry points and the dtypes that logs and metrics use (numpy >= 2 names them numpy._core,
+    # numpy 1 numpy.core; checkpoints name the module of the numpy that wrote them).
+    multiarray = np._core.multiarray if hasattr(np, '_core') else np.core.multiarray
     dtypes = [type(np.dtype(t)) for t in (np.float64, np.float32, np.float16, np.int64, np.int32, np.uint8, np.bool_)]
     torch.serialization.add_safe_globals([
-        HistoryBuffer, np.ndarray, np.dtype, np._core.multiarray._reconstruct, np._core.multiarray.scalar, *dtypes,
+        HistoryBuffer, np.ndarray, np.dtype, multiarray._reconstruct, multiarray.scalar, *dtypes,
     ])
