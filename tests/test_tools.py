@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Dict, List
 
@@ -414,3 +415,19 @@ def test_visualize_named_scans_as_numbered_steps_and_on_the_photo(tmp_path, caps
         assert Image.open(tmp_path / name).size[0] > 100
     err = cli_error(visualize_scans.main, ['--scans', 'cross,zigzag'], capsys)
     assert 'zigzag' in err and 'hilbert' in err
+
+
+def test_wheel_carries_the_recipes_and_configs(tmp_path):
+    """A non-editable install has configs/ beside tools/, where tools.train looks for its recipes."""
+    root = Path(__file__).resolve().parent.parent
+    # Build from a copy: setuptools writes build/ and egg-info into the source tree.
+    source = shutil.copytree(root, tmp_path / 'src', ignore=shutil.ignore_patterns(
+        '.*', 'build', 'dist', '*.egg-info', '__pycache__', 'out', 'work_dirs'))
+    subprocess.run([sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps', '--no-build-isolation', '-w',
+                    str(tmp_path / 'dist'), str(source)], check=True, capture_output=True)
+    (wheel,) = (tmp_path / 'dist').glob('linzoo-*.whl')
+    names = set(zipfile.ZipFile(wheel).namelist())
+    recipes = {f'configs/classification/{name}.yaml' for name in train.list_recipes()}
+    assert recipes and recipes <= names
+    assert {'tools/train.py', 'configs/detection/_base_/mask-rcnn_linzoo_fpn_1x_coco.py'} <= names
+    assert not any(name.startswith('tests/') for name in names)
