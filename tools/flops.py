@@ -177,20 +177,42 @@ class Row:
     published: Tuple[Optional[float], Optional[float], int]
 
 
-def measure(name: str, img_size: Optional[int], batch: int, model_kwargs: Dict[str, Any]) -> Row:
-    """Parameters and FLOPs of one model for a (batch, 3, img_size, img_size) input."""
+def count_on_meta_or_cpu(
+        build: Callable[[str], Tuple[nn.Module, Callable[[], Any]]],
+) -> Tuple[nn.Module, Dict[str, float], str]:
+    """Count a forward pass on the meta device (no memory, no time), or on the CPU for an op without a meta kernel.
+
+    Args:
+        build: Given a device name, builds the model and its inputs there and returns (model, forward).
+
+    Returns:
+        The model, ``count_flops(forward)`` and the device it was counted on.
+    """
     for device in ('meta', 'cpu'):
         try:
             with torch.device(device):
-                model: nn.Module = create_model(name, **model_kwargs).eval()
-            size = img_size or resolve_data_config({}, model=model)['input_size'][-1]
-            x = torch.zeros(batch, 3, size, size, device=device)
-            flops = count_flops(lambda: model(x))
-            break
-        except (NotImplementedError, RuntimeError) as e:  # an op without a meta kernel: count on the CPU
+                model, forward = build(device)
+            return model, count_flops(forward), device
+        except (NotImplementedError, RuntimeError) as e:
             if device == 'cpu':
                 raise
-            _logger.info(f'{name}: cannot run on the meta device ({str(e).splitlines()[0]}); counting on the CPU')
+            _logger.info(f'cannot count on the meta device ({str(e).splitlines()[0]}); counting on the CPU')
+    raise AssertionError('unreachable')
+
+
+def measure(name: str, img_size: Optional[int], batch: int, model_kwargs: Dict[str, Any]) -> Row:
+    """Parameters and FLOPs of one model for a (batch, 3, img_size, img_size) input."""
+
+    def input_size(model: nn.Module) -> int:
+        return img_size or resolve_data_config({}, model=model)['input_size'][-1]
+
+    def build(device: str) -> Tuple[nn.Module, Callable[[], Any]]:
+        model = create_model(name, **model_kwargs).eval()
+        x = torch.zeros(batch, 3, input_size(model), input_size(model), device=device)
+        return model, lambda: model(x)
+
+    model, flops, device = count_on_meta_or_cpu(build)
+    size = input_size(model)
     params = sum(p.numel() for p in model.parameters())
     return Row(name, size, params, flops, device, PUBLISHED.get(name, (None, None, 0)))
 

@@ -17,16 +17,15 @@ segmentation 512x2048, as height x width, batch 1).
 import argparse
 import logging
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from .common import CliError, fmt_count, run_cli
-from .flops import count_flops
+from .flops import count_on_meta_or_cpu
 from .mm_common import add_config_arguments, load_config
 
-_logger = logging.getLogger('tools.mm_flops')
 
 # (height, width) of the published detection (Mask R-CNN, RetinaNet) and segmentation (UperNet) FLOPs.
 DEFAULT_SHAPES = {'mmdet': (1280, 800), 'mmseg': (512, 2048)}
@@ -63,18 +62,13 @@ def measure(cfg, shape: Tuple[int, int]) -> Complexity:
 
     init_default_scope(cfg.default_scope)
     torch.manual_seed(0)  # the CPU run's random weights decide the RPN's proposals
-    for device in ('meta', 'cpu'):
-        with torch.device(device):
-            model: nn.Module = MODELS.build(cfg.model).eval()
+
+    def build(device: str) -> Tuple[nn.Module, Callable[[], object]]:
+        model = MODELS.build(cfg.model).eval()
         inputs, samples = _tensor_mode_inputs(cfg.default_scope, shape, device)
-        try:
-            flops = count_flops(lambda: model(inputs, samples, mode='tensor'))
-            break
-        except (NotImplementedError, RuntimeError) as error:
-            if device == 'cpu':
-                raise
-            _logger.info(f'{type(model).__name__}: cannot run on the meta device ({str(error).splitlines()[0]}); '
-                         f'counting on the CPU')
+        return model, lambda: model(inputs, samples, mode='tensor')
+
+    model, flops, device = count_on_meta_or_cpu(build)
     params = sum(p.numel() for p in model.parameters())
     return Complexity(type(model).__name__, shape, params, flops, device)
 
