@@ -99,7 +99,8 @@ def _fwd_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_hidden
     last = u.new_empty(batch, dim, dstate, dtype=torch.float32)
     states = u.new_empty(0, dtype=torch.float32)
     if backend == 'triton':
-        _, block_l, _ = _triton_backend.launch_config(dstate, length, dim // B.shape[1], backward=False)
+        _, block_l, _ = _triton_backend.launch_config(
+            dstate, length, dim // B.shape[1], backward=False, rows=batch * dim)
         n_chunks = -(-length // block_l)
         if n_chunks > 1:
             n_pad = 1 << max(0, (dstate - 1).bit_length())

@@ -249,7 +249,7 @@ def launch_config(
         length: int,
         dim_per_group: int,
         backward: bool,
-        rows: Optional[int] = None,
+        rows: int,
 ) -> Tuple[int, int, int]:
     """(BLOCK_D, BLOCK_L, num_warps) for one pass; BLOCK_L depends only on (dstate, length) so that the
     backward walks the chunks whose start states the forward saved.
@@ -269,10 +269,9 @@ def launch_config(
     elif length >= 1024:
         block_l = 64
         block_d = 32 if backward else 16
-        if rows is not None:
-            target = 3072 if backward else 6144
-            while block_d > 4 and rows // block_d < target:
-                block_d //= 2
+        target = 3072 if backward else 6144
+        while block_d > 4 and rows // block_d < target:
+            block_d //= 2
         warps = {4: 1, 8: 2}.get(block_d, 4)
     else:
         block_l = 16
