@@ -77,6 +77,7 @@ CASES = {
     'bc_3d_layout': (dict(dim=5, groups=1, dstate=2, length=17, grouped_layout=False), dict(delta_softplus=True)),
     'length_1': (dict(dim=4, groups=1, dstate=2, length=1), dict(delta_softplus=True)),
     'last_state': (dict(dim=4, groups=2, dstate=2, length=40), dict(delta_softplus=True, return_last_state=True)),
+    'last_state_one_chunk': (dict(dim=4, groups=2, dstate=3, length=13), dict(delta_softplus=True, return_last_state=True)),
     'hidden_states': (dict(dim=4, groups=2, dstate=2, length=35, hidden_states=True),
                       dict(delta_softplus=True, return_hidden_states=True)),
     'hidden_states_n1': (dict(dim=6, groups=1, dstate=1, length=20, hidden_states=True),
