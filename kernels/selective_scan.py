@@ -20,25 +20,21 @@ __all__ = ['selective_scan', 'available_backends']
 
 _logger = logging.getLogger(__name__)
 _BACKENDS = ('triton', 'torch', 'oracle')
-_triton_backend = None
-_triton_import_error: Optional[str] = None
 _announced = set()
 
-
-def _load_triton():
-    global _triton_backend, _triton_import_error
-    if _triton_backend is None and _triton_import_error is None:
-        try:
-            from . import triton_backend
-            _triton_backend = triton_backend
-        except ImportError as e:  # reported once by _pick_backend, never silently swallowed
-            _triton_import_error = f'{type(e).__name__}: {e}'
-    return _triton_backend
+# Imported once here, not lazily on first use: torch.compile only traces a lazy import inside the backend choice,
+# so the op's fake implementation would find the module missing. A failure is reported when the backend is picked.
+try:
+    from . import triton_backend as _triton_backend
+    _triton_import_error: Optional[str] = None
+except ImportError as e:
+    _triton_backend = None
+    _triton_import_error = f'{type(e).__name__}: {e}'
 
 
 def available_backends() -> Tuple[str, ...]:
     """Backends that can run in this environment ('triton' needs an importable Triton)."""
-    return tuple(b for b in _BACKENDS if b != 'triton' or _load_triton() is not None)
+    return tuple(b for b in _BACKENDS if b != 'triton' or _triton_backend is not None)
 
 
 def _announce(key: str, message: str, warn: bool = False) -> None:
@@ -53,7 +49,7 @@ def _pick_backend(u: Tensor, backend: Optional[str]) -> str:
         if backend not in _BACKENDS:
             raise ValueError(f"selective_scan: backend must be one of {_BACKENDS} or None, got {backend!r}")
         if backend == 'triton':
-            if _load_triton() is None:
+            if _triton_backend is None:
                 raise RuntimeError(f'selective_scan: backend="triton" requested but Triton failed to import '
                                    f'({_triton_import_error}); install triton or pass backend="torch"')
             if not u.is_cuda and not _triton_backend.INTERPRET:
@@ -61,7 +57,7 @@ def _pick_backend(u: Tensor, backend: Optional[str]) -> str:
                                  f'set before import, for testing); got tensors on {u.device}')
         return backend
     if u.is_cuda:
-        if _load_triton() is not None:
+        if _triton_backend is not None:
             _announce('triton', 'selective_scan: using the Triton backend for CUDA tensors')
             return 'triton'
         _announce('torch-cuda', f'selective_scan: Triton is unavailable ({_triton_import_error}); CUDA tensors '

@@ -136,11 +136,13 @@ def test_delta_dtype_may_differ_from_u():
     assert out.dtype == torch.float16 and grads['delta'].dtype == torch.float32
 
 
-def test_torch_compile_traces_without_graph_breaks():
-    inputs = make_inputs(dim=4, groups=2, dstate=2, length=12)
+@pytest.mark.parametrize('backend', ['torch'] + (['triton'] if TRITON_DEVICE else []))
+def test_torch_compile_traces_without_graph_breaks(backend):
+    device = TRITON_DEVICE if backend == 'triton' else 'cpu'
+    inputs = make_inputs(dim=4, groups=2, dstate=2, length=40, device=device)
 
     def f(u, delta, A, B, C, D, z, delta_bias):
-        return selective_scan(u * 2, delta, A, B, C, D, z, delta_bias, delta_softplus=True).sum()
+        return selective_scan(u * 2, delta, A, B, C, D, z, delta_bias, delta_softplus=True, backend=backend).sum()
 
     compiled = torch.compile(f, fullgraph=True, backend='aot_eager')
     loss = compiled(**inputs)

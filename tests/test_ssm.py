@@ -135,7 +135,7 @@ def test_half_inputs_equal_the_official_float32_casts(backend, gated, monkeypatc
     MSVMamba and GroupMamba officially do) changes no bit of the outputs or of any gradient."""
     device = 'cpu'
     if backend == 'triton':
-        triton_backend = selective_scan_module._load_triton()
+        triton_backend = selective_scan_module._triton_backend
         if torch.cuda.is_available():
             device = 'cuda'
         elif triton_backend is None or not triton_backend.INTERPRET:
