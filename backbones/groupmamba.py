@@ -81,12 +81,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, LayerNorm2d, Mlp, trunc_normal_
+from timm.layers import DropPath, Mlp, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, named_apply, register_model
 from timm.models._features import feature_take_indices
 
 from scans import Scan, create_scan
 from ._checkpoint import fit_state_dict, unwrap_checkpoint
+from ._layers import LayerNorm2d
 from .ssm import SelectiveSSM, ssm_no_weight_decay
 
 __all__ = ['GroupMamba']  # model_registry will add each entrypoint fn to this

@@ -2,10 +2,12 @@
 pseudo-inverse and Monarch Mixer's block-diagonal / order-2 Monarch products."""
 from .monarch import blockdiag_matmul, blockdiag_to_dense, monarch_matmul, monarch_to_dense
 from .pinv import newton_pinv
+from .layer_norm import layer_norm_2d
 from .selective_scan import available_backends, selective_scan
 from .reference import selective_scan_oracle
 
 __all__ = [
-    'available_backends', 'blockdiag_matmul', 'blockdiag_to_dense', 'monarch_matmul', 'monarch_to_dense', 'newton_pinv',
+    'available_backends', 'blockdiag_matmul', 'blockdiag_to_dense', 'layer_norm_2d', 'monarch_matmul', 'monarch_to_dense',
+    'newton_pinv',
     'selective_scan', 'selective_scan_oracle',
 ]

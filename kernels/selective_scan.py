@@ -7,20 +7,18 @@
 The Triton and PyTorch paths are one ``torch.library`` custom op (``linzoo::selective_scan``) with a
 registered fake and autograd formula, so ``torch.compile`` traces models through it without graph breaks.
 """
-import logging
 from typing import Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from . import torch_backend
+from ._announce import announce
 from .reference import selective_scan_oracle
 
 __all__ = ['selective_scan', 'available_backends']
 
-_logger = logging.getLogger(__name__)
 _BACKENDS = ('triton', 'torch', 'oracle')
-_announced = set()
 
 # Imported once here, not lazily on first use: torch.compile only traces a lazy import inside the backend choice,
 # so the op's fake implementation would find the module missing. A failure is reported when the backend is picked.
@@ -37,13 +35,6 @@ def available_backends() -> Tuple[str, ...]:
     return tuple(b for b in _BACKENDS if b != 'triton' or _triton_backend is not None)
 
 
-def _announce(key: str, message: str, warn: bool = False) -> None:
-    # Skipped while torch.compile traces: a log call would break the graph, and eager runs say it anyway.
-    if key not in _announced and not torch.compiler.is_compiling():
-        _announced.add(key)
-        (_logger.warning if warn else _logger.info)(message)
-
-
 def _pick_backend(u: Tensor, backend: Optional[str]) -> str:
     if backend is not None:
         if backend not in _BACKENDS:
@@ -58,12 +49,12 @@ def _pick_backend(u: Tensor, backend: Optional[str]) -> str:
         return backend
     if u.is_cuda:
         if _triton_backend is not None:
-            _announce('triton', 'selective_scan: using the Triton backend for CUDA tensors')
+            announce('selective_scan:triton', 'selective_scan: using the Triton backend for CUDA tensors')
             return 'triton'
-        _announce('torch-cuda', f'selective_scan: Triton is unavailable ({_triton_import_error}); CUDA tensors '
+        announce('selective_scan:torch-cuda', f'selective_scan: Triton is unavailable ({_triton_import_error}); CUDA tensors '
                                 f'use the slower PyTorch backend', warn=True)
         return 'torch'
-    _announce('torch', f'selective_scan: using the vectorised PyTorch backend for {u.device.type} tensors')
+    announce('selective_scan:torch', f'selective_scan: using the vectorised PyTorch backend for {u.device.type} tensors')
     return 'torch'
 
 

@@ -1,0 +1,115 @@
+"""``layer_norm_2d``: LayerNorm over the channels (dim 1) of (B, C, H, W) maps, as timm's ``LayerNorm2d``.
+
+CUDA tensors go through a Triton kernel (``kernels.triton_layer_norm``) registered as a ``torch.library`` custom
+op (``linzoo::layer_norm_2d``), so ``torch.compile`` traces through it; other devices use PyTorch's
+``F.layer_norm`` on the channel-last view, exactly what timm does. Both compute in float32 and return the
+input's dtype, or float32 under CUDA autocast (which runs ``layer_norm`` in float32), so swapping one for the
+other changes no dtype anywhere in a model. Like timm's, the output is channel-last in memory
+(``torch.channels_last`` for 4-D maps) whatever the input layout; the Triton path reads either layout in place,
+without permute copies.
+"""
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._announce import announce
+
+__all__ = ['layer_norm_2d']
+
+try:
+    from . import triton_layer_norm as _triton_layer_norm
+    _triton_import_error: Optional[str] = None
+except ImportError as e:
+    _triton_layer_norm = None
+    _triton_import_error = f'{type(e).__name__}: {e}'
+
+
+@torch.library.custom_op('linzoo::layer_norm_2d_fwd', mutates_args=())
+def _fwd_op(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
+            out_float32: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    return _triton_layer_norm.layer_norm_fwd(x, weight, bias, eps, torch.float32 if out_float32 else x.dtype)
+
+
+@_fwd_op.register_fake
+def _fwd_fake(x, weight, bias, eps, out_float32):
+    positions = x[0, 0].numel()
+    stats = x.new_empty(x.shape[0], positions, dtype=torch.float32)
+    y = x.new_empty(x.shape[0], *x.shape[2:], x.shape[1], dtype=torch.float32 if out_float32 else x.dtype)
+    return y.movedim(-1, 1), stats, torch.empty_like(stats)
+
+
+@torch.library.custom_op('linzoo::layer_norm_2d_bwd', mutates_args=())
+def _bwd_op(dy: Tensor, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], mean: Tensor,
+            rstd: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    dx, dw, db = _triton_layer_norm.layer_norm_bwd(dy, x, weight, bias, mean, rstd)
+    # A custom op cannot return None: absent gradients travel as empty tensors.
+    return dx, dw if dw is not None else x.new_empty(0), db if db is not None else x.new_empty(0)
+
+
+@_bwd_op.register_fake
+def _bwd_fake(dy, x, weight, bias, mean, rstd):
+    def like(p):
+        return torch.empty_like(p) if p is not None else x.new_empty(0)
+    return torch.empty_like(x), like(weight), like(bias)
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, _, _ = inputs
+    ctx.save_for_backward(x, weight, bias, output[1], output[2])
+
+
+def _backward(ctx, dy, dmean, drstd):
+    x, weight, bias, mean, rstd = ctx.saved_tensors
+    dx, dw, db = _bwd_op(dy, x, weight, bias, mean, rstd)
+    return dx, dw if weight is not None else None, db if bias is not None else None, None, None
+
+
+_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def layer_norm_2d(
+        x: Tensor,
+        weight: Optional[Tensor],
+        bias: Optional[Tensor],
+        eps: float,
+        backend: Optional[str] = None,
+) -> Tensor:
+    """LayerNorm of every position's channel vector of ``x`` (B, C, *spatial).
+
+    Args:
+        x: Maps (B, C, H, W) (or any (B, C, ...)), channel-first or channels_last.
+        weight: Per-channel scale (C,) or None.
+        bias: Per-channel shift (C,) or None.
+        eps: Added to the variance.
+        backend: 'triton' (CUDA), 'torch', or None to choose from the device.
+
+    Returns:
+        Normalised maps of x's shape, channel-last in memory: float32 under CUDA autocast, else x's dtype.
+    """
+    if x.dim() < 2:
+        raise ValueError(f'layer_norm_2d: x must be (B, C, ...), got shape {tuple(x.shape)}')
+    channels = x.shape[1]
+    for name, p in (('weight', weight), ('bias', bias)):
+        if p is not None and tuple(p.shape) != (channels,):
+            raise ValueError(f'layer_norm_2d: {name} must have shape (C,) = ({channels},), got {tuple(p.shape)}')
+    if backend is None:
+        backend = 'triton' if x.is_cuda and _triton_layer_norm is not None else 'torch'
+        if x.is_cuda and _triton_layer_norm is None:
+            announce('layer_norm:torch-cuda', f'layer_norm_2d: Triton is unavailable ({_triton_import_error}); CUDA '
+                                              'tensors use PyTorch\'s layer_norm', warn=True)
+        else:
+            announce(f'layer_norm:{backend}', f'layer_norm_2d: using the {backend} backend for {x.device.type} tensors')
+    elif backend not in ('triton', 'torch'):
+        raise ValueError(f"layer_norm_2d: backend must be 'triton', 'torch' or None, got {backend!r}")
+    elif backend == 'triton' and _triton_layer_norm is None:
+        raise RuntimeError(f'layer_norm_2d: backend="triton" requested but Triton failed to import '
+                           f'({_triton_import_error})')
+    if backend == 'torch' or x.numel() == 0:
+        dims = (0, *range(2, x.dim()), 1)
+        y = F.layer_norm(x.permute(dims), (channels,), weight, bias, eps)
+        return y.permute(0, x.dim() - 1, *range(1, x.dim() - 1))
+    # CUDA autocast runs layer_norm in float32 (CPU autocast does not): return what F.layer_norm would.
+    out_float32 = x.is_cuda and x.dtype != torch.float32 and torch.is_autocast_enabled('cuda')
+    return _fwd_op(x, weight, bias, float(eps), out_float32)[0]

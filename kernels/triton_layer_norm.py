@@ -1,0 +1,169 @@
+"""Triton LayerNorm over the channels of (B, C, P) maps, in either memory layout, forward and backward.
+
+PyTorch's channel LayerNorm of NCHW maps (timm's ``LayerNorm2d``) permutes to (B, H, W, C), and its row kernel
+gives each row of C values (96 to 768 in the VMamba stages) to a block of threads; under autocast the input is
+first copied to float32. Here one program normalises a [C, BLOCK_P] tile of one image: it reads the input in its
+own dtype and strides (channel-first or channel-last), computes in float32 and writes a channel-last output
+(timm's strides). The backward recomputes the normalised input from the saved mean and 1/std and writes
+per-program partial sums for the weight and bias gradients (summed by torch: deterministic).
+"""
+from typing import Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ['layer_norm_fwd', 'layer_norm_bwd']
+
+
+@triton.jit
+def _layer_norm_fwd_kernel(
+        x_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr,
+        C, P, eps,
+        s_x_b, s_x_c, s_x_p, s_y_b, s_y_c, s_y_p,
+        HAS_W: tl.constexpr, HAS_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+        AX: tl.constexpr,
+):
+    b = tl.program_id(1).to(tl.int64)
+    c = tl.arange(0, BLOCK_C)
+    p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    # AX is the channel axis of the tile: 1 ([BLOCK_P, BLOCK_C]) when channels are the contiguous axis, so the
+    # channel reductions stay inside a warp; else 0 ([BLOCK_C, BLOCK_P]).
+    if AX == 1:
+        cc = c[None, :]
+        pp = p[:, None]
+    else:
+        cc = c[:, None]
+        pp = p[None, :]
+    c_mask = c < C
+    p_mask = p < P
+    mask = (cc < C) & (pp < P)
+    x = tl.load(x_ptr + b * s_x_b + cc * s_x_c + pp * s_x_p, mask=mask, other=0.0).to(tl.float32)
+    mean = tl.sum(x, axis=AX) / C
+    xc = tl.where(mask, x - tl.expand_dims(mean, AX), 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=AX) / C + eps)
+    y = xc * tl.expand_dims(rstd, AX)
+    if HAS_W:
+        y = y * tl.expand_dims(tl.load(w_ptr + c, mask=c_mask, other=0.0).to(tl.float32), 1 - AX)
+    if HAS_B:
+        y = y + tl.expand_dims(tl.load(b_ptr + c, mask=c_mask, other=0.0).to(tl.float32), 1 - AX)
+    tl.store(y_ptr + b * s_y_b + cc * s_y_c + pp * s_y_p, y.to(y_ptr.dtype.element_ty), mask=mask)
+    tl.store(mean_ptr + b * P + p, mean, mask=p_mask)
+    tl.store(rstd_ptr + b * P + p, rstd, mask=p_mask)
+
+
+@triton.jit
+def _layer_norm_bwd_kernel(
+        dy_ptr, x_ptr, w_ptr, mean_ptr, rstd_ptr, dx_ptr, dw_ptr, db_ptr,
+        C, P, n_blocks,
+        s_dy_b, s_dy_c, s_dy_p, s_x_b, s_x_c, s_x_p, s_dx_b, s_dx_c, s_dx_p,
+        HAS_W: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+        AX: tl.constexpr,
+):
+    pid_p = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    c = tl.arange(0, BLOCK_C)
+    p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    if AX == 1:
+        cc = c[None, :]
+        pp = p[:, None]
+    else:
+        cc = c[:, None]
+        pp = p[None, :]
+    c_mask = c < C
+    p_mask = p < P
+    mask = (cc < C) & (pp < P)
+    x = tl.load(x_ptr + b * s_x_b + cc * s_x_c + pp * s_x_p, mask=mask, other=0.0).to(tl.float32)
+    dy = tl.load(dy_ptr + b * s_dy_b + cc * s_dy_c + pp * s_dy_p, mask=mask, other=0.0).to(tl.float32)
+    mean = tl.load(mean_ptr + b * P + p, mask=p_mask, other=0.0)
+    rstd = tl.load(rstd_ptr + b * P + p, mask=p_mask, other=0.0)
+    xhat = tl.where(mask, (x - tl.expand_dims(mean, AX)) * tl.expand_dims(rstd, AX), 0.0)
+    wdy = dy
+    if HAS_W:
+        wdy = dy * tl.expand_dims(tl.load(w_ptr + c, mask=c_mask, other=0.0).to(tl.float32), 1 - AX)
+    # dx = rstd * (wdy - mean_c(wdy) - xhat * mean_c(wdy * xhat))
+    c1 = tl.expand_dims(tl.sum(wdy * xhat, axis=AX) / C, AX)
+    c2 = tl.expand_dims(tl.sum(wdy, axis=AX) / C, AX)
+    dx = (wdy - xhat * c1 - c2) * tl.expand_dims(rstd, AX)
+    tl.store(dx_ptr + b * s_dx_b + cc * s_dx_c + pp * s_dx_p, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+    row = (b * n_blocks + pid_p) * C
+    tl.store(dw_ptr + row + c, tl.sum(dy * xhat, axis=1 - AX), mask=c_mask)
+    tl.store(db_ptr + row + c, tl.sum(dy, axis=1 - AX), mask=c_mask)
+
+
+def _tile(channels: int, positions: int) -> Tuple[int, int, int]:
+    """(BLOCK_C, BLOCK_P, num_warps): all channels of about 4096 elements of positions per program."""
+    block_c = triton.next_power_of_2(channels)
+    block_p = max(1, min(triton.next_power_of_2(positions), 4096 // block_c))
+    return block_c, block_p, 8 if block_c * block_p >= 8192 else 4
+
+
+def _viewable(x: torch.Tensor) -> bool:
+    # The spatial dims merge into one position axis without a copy (channel-first or channel-last layouts).
+    sizes, strides = x.shape[2:], x.stride()[2:]
+    return all(strides[i] == strides[i + 1] * sizes[i + 1] or sizes[i + 1] == 1 for i in range(len(sizes) - 1))
+
+
+def layer_norm_fwd(
+        x: torch.Tensor,
+        weight: Optional[torch.Tensor],
+        bias: Optional[torch.Tensor],
+        eps: float,
+        out_dtype: torch.dtype,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """LayerNorm over dim 1 of a (B, C, *spatial) tensor; returns (y channel-last, mean, rstd) (B, P) float32."""
+    if not _viewable(x):
+        x = x.contiguous()
+    batch, channels = x.shape[:2]
+    positions = x[0, 0].numel()
+    # Channel-last output whatever the input layout, like timm's permute -> layer_norm -> permute (the next 1x1
+    # convolutions take it without a layout conversion).
+    y = torch.empty(batch, *x.shape[2:], channels, device=x.device, dtype=out_dtype).movedim(-1, 1)
+    mean = torch.empty(batch, positions, device=x.device, dtype=torch.float32)
+    rstd = torch.empty_like(mean)
+    block_c, block_p, warps = _tile(channels, positions)
+    grid = (triton.cdiv(positions, block_p), batch)
+    _layer_norm_fwd_kernel[grid](
+        x, weight if weight is not None else x, bias if bias is not None else x, y, mean, rstd,
+        channels, positions, eps, *_bcp_strides(x), *_bcp_strides(y),
+        HAS_W=weight is not None, HAS_B=bias is not None, BLOCK_C=block_c, BLOCK_P=block_p,
+        AX=int(x.stride(1) == 1), num_warps=warps,
+    )
+    return y, mean, rstd
+
+
+def layer_norm_bwd(
+        dy: torch.Tensor,
+        x: torch.Tensor,
+        weight: Optional[torch.Tensor],
+        bias: Optional[torch.Tensor],
+        mean: torch.Tensor,
+        rstd: torch.Tensor,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """(dx in x's layout and dtype, dweight, dbias) in the parameters' dtype; None where absent."""
+    if not _viewable(x):
+        x = x.contiguous()
+    if not _viewable(dy):
+        dy = dy.contiguous()
+    batch, channels = x.shape[:2]
+    positions = x[0, 0].numel()
+    block_c, block_p, warps = _tile(channels, positions)
+    n_blocks = triton.cdiv(positions, block_p)
+    dx = torch.empty_like(x)
+    dw_part = torch.empty(batch * n_blocks, channels, device=x.device, dtype=torch.float32)
+    db_part = torch.empty_like(dw_part)
+    _layer_norm_bwd_kernel[(n_blocks, batch)](
+        dy, x, weight if weight is not None else x, mean, rstd, dx, dw_part, db_part,
+        channels, positions, n_blocks, *_bcp_strides(dy), *_bcp_strides(x), *_bcp_strides(dx),
+        HAS_W=weight is not None, BLOCK_C=block_c, BLOCK_P=block_p,
+        AX=int(x.stride(1) == 1), num_warps=warps,
+    )
+    dw = dw_part.sum(0).to(weight.dtype) if weight is not None else None
+    db = db_part.sum(0).to(bias.dtype) if bias is not None else None
+    return dx, dw, db
+
+
+def _bcp_strides(x: torch.Tensor) -> Tuple[int, int, int]:
+    """Strides of (batch, channel, position) for a tensor whose spatial dims merge (see ``_viewable``)."""
+    spatial = [stride for size, stride in zip(x.shape[2:], x.stride()[2:]) if size > 1]
+    return x.stride(0), x.stride(1), spatial[-1] if spatial else 1

@@ -1,0 +1,85 @@
+"""kernels.layer_norm_2d: the Triton kernel (interpreter on CPU, CUDA on a GPU) against PyTorch's layer_norm."""
+import os
+
+import pytest
+import torch
+
+from kernels import layer_norm_2d
+
+CUDA = torch.cuda.is_available()
+TRITON_DEVICE = 'cuda' if CUDA else ('cpu' if os.environ.get('TRITON_INTERPRET') == '1' else None)
+needs_triton = pytest.mark.skipif(TRITON_DEVICE is None, reason='needs CUDA or TRITON_INTERPRET=1')
+
+
+def make(shape, channels_last, affine, dtype=torch.float32, device=TRITON_DEVICE, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(*shape, generator=g) * 2 + 0.5).to(device, dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    c = shape[1]
+    w = (1 + 0.1 * torch.randn(c, generator=g)).to(device).requires_grad_() if affine[0] else None
+    b = (0.1 * torch.randn(c, generator=g)).to(device).requires_grad_() if affine[1] else None
+    return x, w, b
+
+
+def run(x, w, b, backend, eps=1e-5):
+    y = layer_norm_2d(x, w, b, eps, backend=backend)
+    dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(y.device, y.dtype)
+    params = [t for t in (x, w, b) if t is not None]
+    return y, torch.autograd.grad(y, params, dy)
+
+
+@needs_triton
+@pytest.mark.parametrize('shape', [(2, 5, 3, 7), (3, 96, 4, 4), (1, 130, 1, 9), (2, 8, 1, 1)])
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('affine', [(True, True), (True, False), (False, False)])
+def test_triton_matches_pytorch_in_values_gradients_and_layout(shape, channels_last, affine):
+    x, w, b = make(shape, channels_last, affine)
+    y, grads = run(x, w, b, 'triton')
+    y_ref, grads_ref = run(x, w, b, 'torch')
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    for g, r in zip(grads, grads_ref):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-4)
+    # Output strides of timm's permute -> layer_norm -> permute; the input gradient in the input's layout.
+    assert y.stride() == y_ref.stride() and y.is_contiguous(memory_format=torch.channels_last)
+    assert grads[0].stride() == x.stride()
+
+
+@needs_triton
+def test_half_input_under_autocast_gives_the_dtype_and_values_of_layer_norm():
+    device_type = torch.device(TRITON_DEVICE).type
+    x, w, b = make((2, 6, 3, 3), True, (True, True), dtype=torch.float16)
+    with torch.autocast(device_type, dtype=torch.float16):
+        y = layer_norm_2d(x, w, b, 1e-6, backend='triton')
+        y_ref = layer_norm_2d(x, w, b, 1e-6, backend='torch')
+    # float32 on CUDA (autocast runs layer_norm in float32); CPU autocast keeps float16.
+    assert y.dtype == y_ref.dtype == (torch.float32 if device_type == 'cuda' else torch.float16)
+    torch.testing.assert_close(y, y_ref, rtol=1e-3, atol=1e-3)
+    assert layer_norm_2d(x, w, b, 1e-6, backend='triton').dtype == torch.float16
+
+
+@needs_triton
+def test_torch_compile_traces_the_triton_op_without_graph_breaks():
+    x, w, b = make((2, 6, 3, 5), True, (True, True))
+
+    def f(x, w, b):
+        return layer_norm_2d(x * 2, w, b, 1e-5, backend='triton').square().sum()
+
+    loss = torch.compile(f, fullgraph=True, backend='aot_eager')(x, w, b)
+    grads = torch.autograd.grad(loss, [x, w, b])
+    ref_loss = f(x, w, b)
+    ref_grads = torch.autograd.grad(ref_loss, [x, w, b])
+    torch.testing.assert_close(loss, ref_loss)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r)
+
+
+def test_bad_arguments_raise_clear_errors():
+    x = torch.randn(2, 4, 3, 3)
+    with pytest.raises(ValueError, match=r'weight must have shape \(C,\) = \(4,\)'):
+        layer_norm_2d(x, torch.ones(5), None, 1e-5)
+    with pytest.raises(ValueError, match=r'x must be \(B, C, ...\)'):
+        layer_norm_2d(torch.randn(4), None, None, 1e-5)
+    with pytest.raises(ValueError, match='backend must be'):
+        layer_norm_2d(x, None, None, 1e-5, backend='cuda')
