@@ -23,7 +23,16 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Tuple, Type, Type
 import torch
 from torch import Tensor
 
+from kernels._announce import announce
+
 __all__ = ['Scan', 'register_scan', 'create_scan', 'list_scans']
+
+try:
+    from kernels.route_gather import route_gather as _route_gather
+    _route_gather_error = None
+except ImportError as e:  # reported once, when CUDA tensors fall back to torch.gather
+    _route_gather = None
+    _route_gather_error = f'{type(e).__name__}: {e}'
 
 DeviceLike = Union[str, torch.device, None]
 _ScanT = TypeVar('_ScanT', bound=Type['Scan'])
@@ -44,6 +53,18 @@ def _token_index(index: Tensor, shape: Tuple[int, ...], token_dim: int) -> Tenso
     num_routes, length = index.shape
     view = (1, num_routes, 1, length) if token_dim == -1 else (1, num_routes, length, 1)
     return index.view(view).expand(shape)
+
+
+def _use_triton(x: Tensor) -> bool:
+    """Whether the plan gathers of ``x`` run in the Triton kernel (CUDA tensors, Triton importable)."""
+    if not x.is_cuda or not x.is_floating_point():
+        return False
+    if _route_gather is None:
+        announce('scans:torch-cuda', f'scans: Triton is unavailable ({_route_gather_error}); flatten/merge of '
+                                     'CUDA tensors use torch.gather', warn=True)
+        return False
+    announce('scans:triton', 'scans: flatten/merge of CUDA tensors use the Triton route gather')
+    return True
 
 
 def _gather_routes(x: Tensor, index: Tensor, token_dim: int) -> Tensor:
@@ -78,6 +99,8 @@ class _PermuteRoutes(torch.autograd.Function):
 
     The two directions are each other's adjoint, so each backward is the other direction's gather: no
     ``scatter_add`` (atomics, and a zero-filled buffer) in the backward pass, which autograd of ``gather`` uses.
+    CUDA tensors go through the Triton route gather (``kernels.route_gather``), which also sums merge's routes in
+    the same pass.
     """
 
     @staticmethod
@@ -92,6 +115,10 @@ class _PermuteRoutes(torch.autograd.Function):
     ) -> Tensor:
         ctx.save_for_backward(index, inverse)
         ctx.to_routes, ctx.keep_routes, ctx.token_dim = to_routes, keep_routes, token_dim
+        if _use_triton(x):
+            if to_routes:
+                return _route_gather(x, index, False, token_dim == -2)
+            return _route_gather(x, inverse, not keep_routes and x.shape[1] > 1, token_dim == -2)
         if to_routes:
             return _gather_routes(x, index, token_dim)
         return _ungather_routes(x, inverse, keep_routes, token_dim)

@@ -1,5 +1,6 @@
 """Tests of ``scans``: every registered scan on many sizes, plus exact orders of the official scans."""
 import math
+import os
 
 import pytest
 import torch
@@ -598,3 +599,31 @@ def test_cuda(name):
     assert torch.equal(x.grad, torch.full_like(x, float(scan.visits_per_token)))
     assert scan.index_plan(*size, 'cuda') is scan.index_plan(*size, torch.device('cuda', torch.cuda.current_device()))
     assert torch.equal(scan.index_plan(*size, 'cuda').cpu(), scan.index_plan(*size))
+
+
+TRITON_DEVICE = 'cuda' if torch.cuda.is_available() else ('cpu' if os.environ.get('TRITON_INTERPRET') == '1' else None)
+
+
+@pytest.mark.skipif(TRITON_DEVICE is None, reason='needs CUDA or TRITON_INTERPRET=1')
+@pytest.mark.parametrize('name', ['cross', 'hilbert', 'atrous', 'grouped', 'bidirectional'])
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_triton_route_gather_equals_torch_gather(name, channels_last, monkeypatch):
+    """flatten, merge and both gradients through the Triton route gather (CUDA's path) equal torch.gather's."""
+    scan = create_scan(name)
+    size = (5, 7)
+    g = torch.Generator().manual_seed(0)
+    shape = (2, *size, 8) if channels_last else (2, 8, *size)
+    x = torch.randn(shape, generator=g).to(TRITON_DEVICE).requires_grad_()
+    ys_shape = scan.flatten(x.detach(), channels_last=channels_last).shape
+    weight = torch.randn(ys_shape, generator=g).to(TRITON_DEVICE)
+    dout = torch.randn(shape, generator=g).to(TRITON_DEVICE)
+    results = []
+    for use_triton in (True, False):
+        monkeypatch.setattr(scans_base, '_use_triton', lambda t, use=use_triton: use)
+        ys = scan.flatten(x, channels_last=channels_last)
+        out = scan.merge(ys * weight, size, channels_last=channels_last)
+        results.append((ys, out, torch.autograd.grad(out, x, dout)[0]))
+    (ys, out, dx), (ys_ref, out_ref, dx_ref) = results
+    torch.testing.assert_close(ys, ys_ref, rtol=0, atol=0)
+    torch.testing.assert_close(out, out_ref, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(dx, dx_ref, rtol=1e-6, atol=1e-6)

@@ -1,0 +1,89 @@
+"""One Triton kernel for the plan gathers of ``scans``' ``flatten`` and ``merge`` on CUDA.
+
+``torch.gather`` with an index expanded over batch and channels reads an int64 index per element and runs at a
+fraction of the copy bandwidth; ``merge`` then writes K route maps only to sum them. Here a program reads the
+plan row once for a [BLOCK_C, BLOCK_J] tile, gathers the tokens in the source's own strides (channel-first or
+channel-last maps), and either writes each route or sums the routes in float32 and writes one map.
+
+Registered as the custom op ``linzoo::route_gather`` so ``torch.compile`` keeps it opaque.
+"""
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+__all__ = ['route_gather']
+
+
+@triton.jit
+def _route_gather_kernel(
+        src_ptr, index_ptr, out_ptr,
+        C, J,
+        s_src_b, s_src_g, s_src_c, s_src_t, s_out_b, s_out_k, s_out_c, s_out_j,
+        NUM_ROUTES: tl.constexpr, SUM_ROUTES: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_J: tl.constexpr,
+):
+    j = tl.program_id(0) * BLOCK_J + tl.arange(0, BLOCK_J)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    b = tl.program_id(2).to(tl.int64)
+    j_mask = j < J
+    mask = (c < C)[:, None] & j_mask[None, :]
+    src_rows = src_ptr + b * s_src_b + c[:, None].to(tl.int64) * s_src_c
+    out_rows = out_ptr + b * s_out_b + c[:, None].to(tl.int64) * s_out_c + j[None, :].to(tl.int64) * s_out_j
+    acc = tl.zeros([BLOCK_C, BLOCK_J], tl.float32)
+    for k in tl.static_range(NUM_ROUTES):
+        token = tl.load(index_ptr + k * J + j, mask=j_mask, other=0)
+        # s_src_g is 0 when one source map serves every route (else one map per route: channel-split scans, merge).
+        vals = tl.load(src_rows + k * s_src_g + token[None, :] * s_src_t, mask=mask, other=0.0)
+        if SUM_ROUTES:
+            acc += vals.to(tl.float32)
+        else:
+            tl.store(out_rows + k * s_out_k, vals, mask=mask)
+    if SUM_ROUTES:
+        tl.store(out_rows, acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@torch.library.custom_op('linzoo::route_gather', mutates_args=())
+def route_gather(src: Tensor, index: Tensor, sum_routes: bool, channels_last: bool) -> Tensor:
+    """``out[b, k, c, j] = src[b, g, c, index[k, j]]`` with g = k (or 0 for one source map), summed over k with
+    ``sum_routes`` (one output map), in float32 then the source dtype.
+
+    Args:
+        src: (B, G, C, T), or (B, G, T, C) with ``channels_last``; G = 1 or K; any strides.
+        index: (K, J) int64 token indices into T.
+        sum_routes: Sum the K gathered routes into one (B, 1, ...) output.
+        channels_last: Layout of src and of the output.
+
+    Returns:
+        (B, K or 1, C, J) or, with ``channels_last``, (B, K or 1, J, C); contiguous.
+    """
+    num_routes, length = index.shape
+    if channels_last:
+        batch, groups, _, channels = src.shape
+        s_b, s_g, s_t, s_c = src.stride()
+    else:
+        batch, groups, channels, _ = src.shape
+        s_b, s_g, s_c, s_t = src.stride()
+    if groups == 1:
+        s_g = 0
+    out_routes = 1 if sum_routes else num_routes
+    shape = (batch, out_routes, length, channels) if channels_last else (batch, out_routes, channels, length)
+    out = torch.empty(shape, device=src.device, dtype=src.dtype)
+    if channels_last:
+        o_b, o_k, o_j, o_c = out.stride()
+    else:
+        o_b, o_k, o_c, o_j = out.stride()
+    block_c, block_j = 32, 64
+    grid = (triton.cdiv(length, block_j), triton.cdiv(channels, block_c), batch)
+    _route_gather_kernel[grid](
+        src, index, out, channels, length, s_b, s_g, s_c, s_t, o_b, o_k, o_c, o_j,
+        NUM_ROUTES=num_routes, SUM_ROUTES=sum_routes, BLOCK_C=block_c, BLOCK_J=block_j, num_warps=4,
+    )
+    return out
+
+
+@route_gather.register_fake
+def _route_gather_fake(src, index, sum_routes, channels_last):
+    out_routes = 1 if sum_routes else index.shape[0]
+    if channels_last:
+        return src.new_empty(src.shape[0], out_routes, index.shape[1], src.shape[3])
+    return src.new_empty(src.shape[0], out_routes, src.shape[2], index.shape[1])
