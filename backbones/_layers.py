@@ -1,10 +1,15 @@
 """Layers shared by several families."""
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 from timm.layers import LayerNorm2d as _TimmLayerNorm2d
 from torch import Tensor
 
 from kernels import layer_norm_2d
 
-__all__ = ['LayerNorm2d']
+__all__ = ['LayerNorm2d', 'PointwiseConv2d', 'PointwiseMlp']
 
 
 class LayerNorm2d(_TimmLayerNorm2d):
@@ -16,3 +21,33 @@ class LayerNorm2d(_TimmLayerNorm2d):
 
     def forward(self, x: Tensor) -> Tensor:
         return layer_norm_2d(x, self.weight, self.bias, self.eps)
+
+
+class PointwiseConv2d(nn.Conv2d):
+    """A 1x1 ``nn.Conv2d`` (same parameters and state_dict) that runs as one GEMM on channels_last maps.
+
+    The norms hand channels_last maps to the projections; cuDNN's 1x1 convolutions on them (with a separate bias
+    kernel and layout conversions) took 3-10x the time of the equivalent ``F.linear`` on the (B, H, W, C) view
+    (benchmarks/models.md). Channel-first inputs take the convolution.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True):
+        super().__init__(in_channels, out_channels, 1, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            return F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias).permute(0, 3, 1, 2)
+        return super().forward(x)
+
+
+class PointwiseMlp(nn.Module):
+    """timm's ``Mlp(use_conv=True)`` (same ``fc1`` / ``fc2`` state_dict keys) on ``PointwiseConv2d`` layers."""
+
+    def __init__(self, in_features: int, hidden_features: int, act_layer: Callable[[], nn.Module] = nn.GELU):
+        super().__init__()
+        self.fc1 = PointwiseConv2d(in_features, hidden_features)
+        self.act = act_layer()
+        self.fc2 = PointwiseConv2d(hidden_features, in_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))

@@ -64,6 +64,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, named_apply
 
 from scans import Scan, create_scan
 from ._checkpoint import fit_state_dict, unwrap_checkpoint
+from ._layers import PointwiseConv2d
 from ._staged import Stage, StagedBackbone
 from .ssm import SelectiveSSM
 from .vmamba import PatchMerging, _LayerNorm2d, _remap_official_key as _remap_vmamba_key
@@ -109,7 +110,7 @@ class MS2D(nn.Module):
         d_inner = int(ssm_ratio * dim)
         self.scan = scan
         self.scan_low = scan_low
-        self.in_proj = nn.Conv2d(dim, 2 * d_inner, 1, bias=False)
+        self.in_proj = PointwiseConv2d(dim, 2 * d_inner, bias=False)
         self.conv_dw = nn.Conv2d(d_inner, d_inner, 3, padding=1, groups=d_inner, bias=conv_bias)
         self.conv_dw_low = nn.Conv2d(d_inner, d_inner, 7, stride=2, padding=3, groups=d_inner, bias=conv_bias)
         self.act = nn.SiLU()
@@ -122,7 +123,7 @@ class MS2D(nn.Module):
         )
         self.out_norm = _LayerNorm2d(d_inner)
         self.se = SEModule(d_inner, rd_channels=d_inner // 8, bias=False)
-        self.out_proj = nn.Conv2d(d_inner, dim, 1, bias=False)
+        self.out_proj = PointwiseConv2d(d_inner, dim, bias=False)
 
     def _branch(self, x: Tensor, scan: Scan, route_offset: int) -> Tensor:
         ys = self.ssm(scan.flatten(x), route_offset=route_offset)  # (B, K, C, L), float32
@@ -156,10 +157,10 @@ class ConvFFN(nn.Module):
 
     def __init__(self, dim: int, hidden_dim: int):
         super().__init__()
-        self.fc1 = nn.Conv2d(dim, hidden_dim, 1)
+        self.fc1 = PointwiseConv2d(dim, hidden_dim)
         self.conv_dw = nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1, groups=hidden_dim)
         self.act = nn.GELU()
-        self.fc2 = nn.Conv2d(hidden_dim, dim, 1)
+        self.fc2 = PointwiseConv2d(hidden_dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.fc1(x)

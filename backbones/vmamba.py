@@ -34,12 +34,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, DropPath, Mlp, trunc_normal_
+from timm.layers import ClassifierHead, DropPath, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, named_apply, register_model
 
 from scans import Scan, create_scan
 from ._checkpoint import fit_state_dict, unwrap_checkpoint
-from ._layers import LayerNorm2d
+from ._layers import LayerNorm2d, PointwiseConv2d, PointwiseMlp
 from ._staged import Stage, StagedBackbone
 from .ssm import SelectiveSSM
 
@@ -83,7 +83,7 @@ class SS2D(nn.Module):
         d_inner = int(ssm_ratio * dim)
         self.gate = gate
         self.scan = scan
-        self.in_proj = nn.Conv2d(dim, 2 * d_inner if gate else d_inner, 1, bias=False)
+        self.in_proj = PointwiseConv2d(dim, 2 * d_inner if gate else d_inner, bias=False)
         self.conv_dw = nn.Conv2d(
             d_inner, d_inner, d_conv, padding=(d_conv - 1) // 2, groups=d_inner, bias=conv_bias)
         self.act = nn.SiLU()
@@ -94,7 +94,7 @@ class SS2D(nn.Module):
             num_routes=scan.num_routes,
         )
         self.out_norm = norm_layer(d_inner)
-        self.out_proj = nn.Conv2d(d_inner, dim, 1, bias=False)
+        self.out_proj = PointwiseConv2d(d_inner, dim, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.in_proj(x)
@@ -143,7 +143,7 @@ class VSSBlock(nn.Module):
         self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
         if mlp_ratio > 0:
             self.norm2 = norm_layer(dim)
-            self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, use_conv=True)
+            self.mlp = PointwiseMlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU)
             self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
         else:
             self.norm2 = self.mlp = self.drop_path2 = None
@@ -164,7 +164,7 @@ class PatchMerging(nn.Module):
     def __init__(self, dim: int, out_dim: int, norm_layer: Callable[[int], nn.Module] = _LayerNorm2d):
         super().__init__()
         self.norm = norm_layer(4 * dim)
-        self.reduction = nn.Conv2d(4 * dim, out_dim, 1, bias=False)
+        self.reduction = PointwiseConv2d(4 * dim, out_dim, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
         batch, channels, height, width = x.shape

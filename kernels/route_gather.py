@@ -5,14 +5,15 @@ fraction of the copy bandwidth; ``merge`` then writes K route maps only to sum t
 plan row once for a [BLOCK_C, BLOCK_J] tile, gathers the tokens in the source's own strides (channel-first or
 channel-last maps), and either writes each route or sums the routes in float32 and writes one map.
 
-Registered as the custom op ``linzoo::route_gather`` so ``torch.compile`` keeps it opaque.
+``route_gather_op`` is the same function registered as the custom op ``linzoo::route_gather``, which
+``torch.compile`` keeps opaque.
 """
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-__all__ = ['route_gather']
+__all__ = ['route_gather', 'route_gather_op']
 
 
 @triton.jit
@@ -42,7 +43,6 @@ def _route_gather_kernel(
         tl.store(out_rows, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-@torch.library.custom_op('linzoo::route_gather', mutates_args=())
 def route_gather(src: Tensor, index: Tensor, sum_routes: bool, channels_last: bool) -> Tensor:
     """``out[b, k, c, j] = src[b, g, c, index[k, j]]`` with g = k (or 0 for one source map), summed over k with
     ``sum_routes`` (one output map), in float32 then the source dtype.
@@ -81,7 +81,12 @@ def route_gather(src: Tensor, index: Tensor, sum_routes: bool, channels_last: bo
     return out
 
 
-@route_gather.register_fake
+# The same as a custom op for torch.compile graphs; eager calls skip its dispatch (about as much CPU time as the
+# kernel launch itself).
+route_gather_op = torch.library.custom_op('linzoo::route_gather', route_gather, mutates_args=())
+
+
+@route_gather_op.register_fake
 def _route_gather_fake(src, index, sum_routes, channels_last):
     out_routes = 1 if sum_routes else index.shape[0]
     if channels_last:

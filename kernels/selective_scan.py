@@ -61,8 +61,7 @@ def _pick_backend(u: Tensor, backend: Optional[str]) -> str:
 # ----------------------------------------------------------------------------------------------------------
 # The custom op. B and C arrive as (batch, G, N, L); optional tensors may be None.
 
-@torch.library.custom_op('linzoo::selective_scan_fwd', mutates_args=())
-def _fwd_op(
+def _fwd_impl(
         u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Optional[Tensor], D: Optional[Tensor],
         z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool, return_hidden_states: bool,
         out_float32: bool, backend: str,
@@ -74,6 +73,9 @@ def _fwd_op(
     out, last = torch_backend.selective_scan_fwd(
         u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_hidden_states, out_dtype)
     return out, last, u.new_empty(0, dtype=torch.float32)
+
+
+_fwd_op = torch.library.custom_op('linzoo::selective_scan_fwd', _fwd_impl, mutates_args=())
 
 
 @_fwd_op.register_fake
@@ -95,8 +97,7 @@ def _fwd_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_hidden
     return out, last, states
 
 
-@torch.library.custom_op('linzoo::selective_scan_bwd', mutates_args=())
-def _bwd_op(
+def _bwd_impl(
         dout: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Optional[Tensor], D: Optional[Tensor],
         z: Optional[Tensor], delta_bias: Optional[Tensor], states: Tensor, delta_softplus: bool,
         return_hidden_states: bool, backend: str,
@@ -109,6 +110,9 @@ def _bwd_op(
             dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_hidden_states)
     # A custom op cannot return None: absent gradients travel as empty tensors.
     return tuple(g if g is not None else u.new_empty(0) for g in grads)
+
+
+_bwd_op = torch.library.custom_op('linzoo::selective_scan_bwd', _bwd_impl, mutates_args=())
 
 
 @_bwd_op.register_fake
@@ -129,14 +133,31 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, dout, dlast, dstates):
     # Like mamba_ssm, the last state is returned without a gradient path.
     u, delta, A, B, C, D, z, delta_bias, states = ctx.saved_tensors
-    grads = _bwd_op(dout.contiguous(), u, delta, A, B, C, D, z, delta_bias, states, ctx.delta_softplus,
-                    ctx.return_hidden_states, ctx.backend)
+    bwd = _bwd_op if torch.compiler.is_compiling() else _bwd_impl
+    grads = bwd(dout.contiguous(), u, delta, A, B, C, D, z, delta_bias, states, ctx.delta_softplus,
+                ctx.return_hidden_states, ctx.backend)
     present = (u, delta, A, B, C, D, z, delta_bias)
     grads = tuple(g if x is not None else None for g, x in zip(grads, present))
     return grads + (None, None, None, None)
 
 
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _SelectiveScanFunction(torch.autograd.Function):
+    """The custom op's forward and backward without its dispatch, for eager calls (less CPU time per call;
+    CPU time bounded VMamba-T's eager training step). ``torch.compile`` graphs use the custom op."""
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        output = _fwd_impl(*inputs)
+        _setup_context(ctx, inputs, output)
+        ctx.mark_non_differentiable(output[1], output[2])
+        return output
+
+    @staticmethod
+    def backward(ctx, dout, dlast, dstates):
+        return _backward(ctx, dout, dlast, dstates)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -263,8 +284,9 @@ def selective_scan(
         out, last = out[0].to(out_dtype or u.dtype), out[1].float().detach()
     else:
         u, delta, B, C, z = (_last_dim_contiguous(x) for x in (u, delta, B, C, z))
-        out, last, _ = _fwd_op(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_hidden_states,
-                               out_dtype == torch.float32 and u.dtype != torch.float32, backend)
+        scan = _fwd_op if torch.compiler.is_compiling() else _SelectiveScanFunction.apply
+        out, last, _ = scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_hidden_states,
+                            out_dtype == torch.float32 and u.dtype != torch.float32, backend)
     if return_last_state:
         return out, last
     return out

@@ -28,10 +28,10 @@ from kernels._announce import announce
 __all__ = ['Scan', 'register_scan', 'create_scan', 'list_scans']
 
 try:
-    from kernels.route_gather import route_gather as _route_gather
+    from kernels.route_gather import route_gather as _route_gather, route_gather_op as _route_gather_op
     _route_gather_error = None
 except ImportError as e:  # reported once, when CUDA tensors fall back to torch.gather
-    _route_gather = None
+    _route_gather = _route_gather_op = None
     _route_gather_error = f'{type(e).__name__}: {e}'
 
 DeviceLike = Union[str, torch.device, None]
@@ -116,9 +116,10 @@ class _PermuteRoutes(torch.autograd.Function):
         ctx.save_for_backward(index, inverse)
         ctx.to_routes, ctx.keep_routes, ctx.token_dim = to_routes, keep_routes, token_dim
         if _use_triton(x):
+            gather = _route_gather_op if torch.compiler.is_compiling() else _route_gather
             if to_routes:
-                return _route_gather(x, index, False, token_dim == -2)
-            return _route_gather(x, inverse, not keep_routes and x.shape[1] > 1, token_dim == -2)
+                return gather(x, index, False, token_dim == -2)
+            return gather(x, inverse, not keep_routes and x.shape[1] > 1, token_dim == -2)
         if to_routes:
             return _gather_routes(x, index, token_dim)
         return _ungather_routes(x, inverse, keep_routes, token_dim)
