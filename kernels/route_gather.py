@@ -81,8 +81,7 @@ def route_gather(src: Tensor, index: Tensor, sum_routes: bool, channels_last: bo
     return out
 
 
-# The same as a custom op for torch.compile graphs; eager calls skip its dispatch (about as much CPU time as the
-# kernel launch itself).
+# The same as a custom op, for torch.compile graphs and dispatch modes (kernels._dispatch.use_custom_op).
 route_gather_op = torch.library.custom_op('linzoo::route_gather', route_gather, mutates_args=())
 
 

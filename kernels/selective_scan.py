@@ -11,9 +11,10 @@ from typing import Optional, Tuple, Union
 
 import torch
 from torch import Tensor
+from torch.profiler import record_function
 
 from . import torch_backend
-from ._announce import announce
+from ._dispatch import announce, use_custom_op
 from .reference import selective_scan_oracle
 
 __all__ = ['selective_scan', 'available_backends']
@@ -133,7 +134,7 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, dout, dlast, dstates):
     # Like mamba_ssm, the last state is returned without a gradient path.
     u, delta, A, B, C, D, z, delta_bias, states = ctx.saved_tensors
-    bwd = _bwd_op if torch.compiler.is_compiling() else _bwd_impl
+    bwd = _bwd_op if use_custom_op() else _bwd_impl
     grads = bwd(dout.contiguous(), u, delta, A, B, C, D, z, delta_bias, states, ctx.delta_softplus,
                 ctx.return_hidden_states, ctx.backend)
     present = (u, delta, A, B, C, D, z, delta_bias)
@@ -145,19 +146,20 @@ _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 class _SelectiveScanFunction(torch.autograd.Function):
-    """The custom op's forward and backward without its dispatch, for eager calls (less CPU time per call;
-    CPU time bounded VMamba-T's eager training step). ``torch.compile`` graphs use the custom op."""
+    """The custom op's forward and backward without its dispatch, for eager calls (see ``use_custom_op``)."""
 
     @staticmethod
     def forward(ctx, *inputs):
-        output = _fwd_impl(*inputs)
+        with record_function('linzoo::selective_scan_fwd'):  # named like the op in profiles
+            output = _fwd_impl(*inputs)
         _setup_context(ctx, inputs, output)
         ctx.mark_non_differentiable(output[1], output[2])
         return output
 
     @staticmethod
     def backward(ctx, dout, dlast, dstates):
-        return _backward(ctx, dout, dlast, dstates)
+        with record_function('linzoo::selective_scan_bwd'):
+            return _backward(ctx, dout, dlast, dstates)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -284,7 +286,7 @@ def selective_scan(
         out, last = out[0].to(out_dtype or u.dtype), out[1].float().detach()
     else:
         u, delta, B, C, z = (_last_dim_contiguous(x) for x in (u, delta, B, C, z))
-        scan = _fwd_op if torch.compiler.is_compiling() else _SelectiveScanFunction.apply
+        scan = _fwd_op if use_custom_op() else _SelectiveScanFunction.apply
         out, last, _ = scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_hidden_states,
                             out_dtype == torch.float32 and u.dtype != torch.float32, backend)
     if return_last_state:
