@@ -103,7 +103,7 @@ def layer_norm_2d(
         weight: Per-channel scale (C,) or None.
         bias: Per-channel shift (C,) or None.
         eps: Added to the variance.
-        backend: 'triton' (CUDA), 'torch', or None to choose from the device.
+        backend: 'triton' (CUDA), 'torch', or None to choose from the device and dtype (float64 -> 'torch').
 
     Returns:
         Normalised maps of x's shape, channel-last in memory: float32 under CUDA autocast, else x's dtype.
@@ -115,7 +115,9 @@ def layer_norm_2d(
         if p is not None and tuple(p.shape) != (channels,):
             raise ValueError(f'layer_norm_2d: {name} must have shape (C,) = ({channels},), got {tuple(p.shape)}')
     if backend is None:
-        backend = 'triton' if x.is_cuda and _triton_layer_norm is not None else 'torch'
+        # float64 keeps PyTorch's kernel: the Triton one computes in float32.
+        fast_dtype = x.dtype in (torch.float16, torch.bfloat16, torch.float32)
+        backend = 'triton' if x.is_cuda and fast_dtype and _triton_layer_norm is not None else 'torch'
         if x.is_cuda and _triton_layer_norm is None:
             announce('layer_norm:torch-cuda', f'layer_norm_2d: Triton is unavailable ({_triton_import_error}); CUDA '
                                               'tensors use PyTorch\'s layer_norm', warn=True)

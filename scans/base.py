@@ -58,7 +58,8 @@ def _token_index(index: Tensor, shape: Tuple[int, ...], token_dim: int) -> Tenso
 
 def _use_triton(x: Tensor) -> bool:
     """Whether the plan gathers of ``x`` run in the Triton kernel (CUDA tensors, Triton importable)."""
-    if not x.is_cuda or not x.is_floating_point():
+    # float64 keeps torch.gather: the kernel sums merge's routes in float32.
+    if not x.is_cuda or x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         return False
     if _route_gather is None:
         announce('scans:torch-cuda', f'scans: Triton is unavailable ({_route_gather_error}); flatten/merge of '
