@@ -1,5 +1,6 @@
-"""Custom ops of the zoo: the selective scan (Triton, vectorised PyTorch, float64 oracle), SOFT's Newton-Schulz
-pseudo-inverse and Monarch Mixer's block-diagonal / order-2 Monarch products."""
+"""Custom ops of the zoo: the selective scan (Triton, vectorised PyTorch, float64 oracle), the channel LayerNorm
+of 2-D maps and the scans' route gather (Triton on CUDA), SOFT's Newton-Schulz pseudo-inverse and Monarch Mixer's
+block-diagonal / order-2 Monarch products."""
 from .monarch import blockdiag_matmul, blockdiag_to_dense, monarch_matmul, monarch_to_dense
 from .pinv import newton_pinv
 from .layer_norm import layer_norm_2d
@@ -7,7 +8,6 @@ from .selective_scan import available_backends, selective_scan
 from .reference import selective_scan_oracle
 
 __all__ = [
-    'available_backends', 'blockdiag_matmul', 'blockdiag_to_dense', 'layer_norm_2d', 'monarch_matmul', 'monarch_to_dense',
-    'newton_pinv',
-    'selective_scan', 'selective_scan_oracle',
+    'available_backends', 'blockdiag_matmul', 'blockdiag_to_dense', 'layer_norm_2d', 'monarch_matmul',
+    'monarch_to_dense', 'newton_pinv', 'selective_scan', 'selective_scan_oracle',
 ]

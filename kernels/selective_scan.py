@@ -52,10 +52,11 @@ def _pick_backend(u: Tensor, backend: Optional[str]) -> str:
         if _triton_backend is not None:
             announce('selective_scan:triton', 'selective_scan: using the Triton backend for CUDA tensors')
             return 'triton'
-        announce('selective_scan:torch-cuda', f'selective_scan: Triton is unavailable ({_triton_import_error}); CUDA tensors '
-                                f'use the slower PyTorch backend', warn=True)
+        announce('selective_scan:torch-cuda', f'selective_scan: Triton is unavailable ({_triton_import_error}); '
+                                              'CUDA tensors use the slower PyTorch backend', warn=True)
         return 'torch'
-    announce('selective_scan:torch', f'selective_scan: using the vectorised PyTorch backend for {u.device.type} tensors')
+    announce('selective_scan:torch',
+             f'selective_scan: using the vectorised PyTorch backend for {u.device.type} tensors')
     return 'torch'
 
 
