@@ -27,10 +27,12 @@ except ImportError as e:
     _triton_import_error = f'{type(e).__name__}: {e}'
 
 
-@torch.library.custom_op('linzoo::layer_norm_2d_fwd', mutates_args=())
-def _fwd_op(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
-            out_float32: bool) -> Tuple[Tensor, Tensor, Tensor]:
+def _fwd_impl(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
+              out_float32: bool) -> Tuple[Tensor, Tensor, Tensor]:
     return _triton_layer_norm.layer_norm_fwd(x, weight, bias, eps, torch.float32 if out_float32 else x.dtype)
+
+
+_fwd_op = torch.library.custom_op('linzoo::layer_norm_2d_fwd', _fwd_impl, mutates_args=())
 
 
 @_fwd_op.register_fake
@@ -41,12 +43,14 @@ def _fwd_fake(x, weight, bias, eps, out_float32):
     return y.movedim(-1, 1), stats, torch.empty_like(stats)
 
 
-@torch.library.custom_op('linzoo::layer_norm_2d_bwd', mutates_args=())
-def _bwd_op(dy: Tensor, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], mean: Tensor,
-            rstd: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+def _bwd_impl(dy: Tensor, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], mean: Tensor,
+              rstd: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     dx, dw, db = _triton_layer_norm.layer_norm_bwd(dy, x, weight, bias, mean, rstd)
     # A custom op cannot return None: absent gradients travel as empty tensors.
     return dx, dw if dw is not None else x.new_empty(0), db if db is not None else x.new_empty(0)
+
+
+_bwd_op = torch.library.custom_op('linzoo::layer_norm_2d_bwd', _bwd_impl, mutates_args=())
 
 
 @_bwd_op.register_fake
@@ -63,7 +67,7 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, dy, dmean, drstd):
     x, weight, bias, mean, rstd = ctx.saved_tensors
-    dx, dw, db = _bwd_op(dy, x, weight, bias, mean, rstd)
+    dx, dw, db = (_bwd_op if use_custom_op() else _bwd_impl)(dy, x, weight, bias, mean, rstd)
     return dx, dw if weight is not None else None, db if bias is not None else None, None, None
 
 
@@ -74,19 +78,17 @@ class _LayerNorm2dFunction(torch.autograd.Function):
     """The custom op's forward and backward without its dispatch, for eager calls (see ``use_custom_op``)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, eps, out_float32):
-        out_dtype = torch.float32 if out_float32 else x.dtype
+    def forward(ctx, *inputs):
         with record_function('linzoo::layer_norm_2d_fwd'):  # named like the op in profiles
-            y, mean, rstd = _triton_layer_norm.layer_norm_fwd(x, weight, bias, eps, out_dtype)
-        ctx.save_for_backward(x, weight, bias, mean, rstd)
-        return y
+            output = _fwd_impl(*inputs)
+        _setup_context(ctx, inputs, output)
+        ctx.mark_non_differentiable(output[1], output[2])
+        return output
 
     @staticmethod
-    def backward(ctx, dy):
-        x, weight, bias, mean, rstd = ctx.saved_tensors
+    def backward(ctx, dy, dmean, drstd):
         with record_function('linzoo::layer_norm_2d_bwd'):
-            dx, dw, db = _triton_layer_norm.layer_norm_bwd(dy, x, weight, bias, mean, rstd)
-        return dx, dw, db, None, None
+            return _backward(ctx, dy, dmean, drstd)
 
 
 def layer_norm_2d(
@@ -134,6 +136,5 @@ def layer_norm_2d(
         return y.permute(0, x.dim() - 1, *range(1, x.dim() - 1))
     # CUDA autocast runs layer_norm in float32 (CPU autocast does not): return what F.layer_norm would.
     out_float32 = x.is_cuda and x.dtype != torch.float32 and torch.is_autocast_enabled('cuda')
-    if use_custom_op():
-        return _fwd_op(x, weight, bias, float(eps), out_float32)[0]
-    return _LayerNorm2dFunction.apply(x, weight, bias, float(eps), out_float32)
+    norm = _fwd_op if use_custom_op() else _LayerNorm2dFunction.apply
+    return norm(x, weight, bias, float(eps), out_float32)[0]
