@@ -33,7 +33,6 @@ from typing import Optional, Set, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
 from kernels import selective_scan
@@ -152,25 +151,19 @@ class SelectiveSSM(nn.Module):
             raise ValueError(f'SelectiveSSM has {self.num_routes} route groups; routes [{route_offset}, '
                              f'{route_offset + routes}) requested by route_offset={route_offset} and K={routes}')
         rank, dstate = self.dt_rank, self.d_state
-        # Pointwise projections as (grouped) 1x1 convolutions: one GEMM per route, no layout copies.
-        if self.shared_proj:
-            x_dbl = F.conv1d(xs.reshape(batch * routes, channels, length), self.x_proj_weight[0, :, :, None])
-            dts, Bs, Cs = torch.split(x_dbl.view(batch, routes, -1, length), [rank, dstate, dstate], dim=2)
-            dts = F.conv1d(dts.reshape(batch * routes, rank, length), self.dt_projs_weight[0, :, :, None])
-            delta_bias = self.dt_projs_bias.expand(routes, channels)
-        else:
-            group = slice(route_offset, route_offset + routes)
-            x_proj_weight = self.x_proj_weight[group].reshape(-1, channels, 1)
-            x_dbl = F.conv1d(xs.reshape(batch, routes * channels, length), x_proj_weight, groups=routes)
-            dts, Bs, Cs = torch.split(x_dbl.view(batch, routes, -1, length), [rank, dstate, dstate], dim=2)
-            dt_projs_weight = self.dt_projs_weight[group].reshape(-1, rank, 1)
-            dts = F.conv1d(dts.reshape(batch, routes * rank, length), dt_projs_weight, groups=routes)
-            delta_bias = self.dt_projs_bias[group]
+        # Per-route projections as batched GEMMs ((K, out, in) weights broadcast over the batch) on the
+        # (B, K, C', L) sequences as they come: grouped 1x1 conv1d took twice as long on an H100
+        # (benchmarks/models.md).
+        group = slice(0, 1) if self.shared_proj else slice(route_offset, route_offset + routes)
+        x_dbl = torch.matmul(self.x_proj_weight[group], xs)
+        dts, Bs, Cs = torch.split(x_dbl, [rank, dstate, dstate], dim=2)
+        delta = torch.matmul(self.dt_projs_weight[group], dts)
+        delta_bias = self.dt_projs_bias.expand(routes, channels) if self.shared_proj else self.dt_projs_bias[group]
         chans = slice(route_offset * channels, (route_offset + routes) * channels)
         A = -torch.exp(self.A_logs[chans].float())
         D = self.Ds[chans].float()
         u = xs.reshape(batch, routes * channels, length)
-        delta = dts.reshape(batch, routes * channels, length)
+        delta = delta.reshape(batch, routes * channels, length)
         return u, delta, A, Bs, Cs, D, delta_bias.reshape(-1).float()
 
     def forward(self, xs: Tensor, z: Optional[Tensor] = None, route_offset: int = 0) -> Tensor:
