@@ -18,10 +18,25 @@ class LayerNorm2d(_TimmLayerNorm2d):
     On CUDA the Triton kernel normalises channel-first and channels_last maps in place of timm's permute, copy to
     float32 (under autocast) and row kernel: VMamba-T's 48 norms per inference step took 2.1 instead of 9.6 ms on an
     H100 (benchmarks/models.md).
+
+    Args:
+        num_channels: Channels C of the (B, C, H, W) input.
+        eps: Added to the variance.
+        affine: Learnable per-channel weight and bias.
+        autocast_output: Under autocast, return the autocast dtype instead of float32. For norms whose output goes
+            straight into a linear layer, which casts it to that dtype anyway: the same values without a float32
+            write, a cast and the cast's backward.
     """
 
+    def __init__(self, num_channels: int, eps: float = 1e-6, affine: bool = True, autocast_output: bool = False):
+        super().__init__(num_channels, eps=eps, affine=affine)
+        self.autocast_output = autocast_output
+
     def forward(self, x: Tensor) -> Tensor:
-        return layer_norm_2d(x, self.weight, self.bias, self.eps)
+        out_dtype = None
+        if self.autocast_output and torch.is_autocast_enabled(x.device.type):
+            out_dtype = torch.get_autocast_dtype(x.device.type)
+        return layer_norm_2d(x, self.weight, self.bias, self.eps, out_dtype=out_dtype)
 
 
 class PointwiseConv2d(nn.Conv2d):

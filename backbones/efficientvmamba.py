@@ -70,7 +70,7 @@ from timm.models._efficientnet_blocks import InvertedResidual, SqueezeExcite
 from scans import Scan, create_scan
 from ._checkpoint import fit_state_dict, unwrap_checkpoint
 from ._staged import Stage, StagedBackbone
-from .vmamba import SS2D, PatchMerging, _LayerNorm2d, _remap_official_key as _remap_vmamba_key
+from .vmamba import SS2D, PatchMerging, _LayerNorm2d, _ProjNorm2d, _remap_official_key as _remap_vmamba_key
 
 __all__ = ['EfficientVMamba']  # model_registry will add each entrypoint fn to this
 
@@ -124,7 +124,7 @@ class EVSSBlock(nn.Module):
             drop_path: float = 0.,
     ):
         super().__init__()
-        self.norm1 = _LayerNorm2d(dim)
+        self.norm1 = _ProjNorm2d(dim)
         # Vanilla VMamba's SS2D: z gate, biased depthwise conv, float32 scan inputs (official SelectiveScan casts).
         self.mixer = SS2D(
             dim,
@@ -233,7 +233,7 @@ class EfficientVMamba(StagedBackbone):
                 ]
             stages.append(Stage(
                 blocks,
-                downsample=PatchMerging(prev_dim, dim, norm_layer=norm_layer) if i > 0 else None,
+                downsample=PatchMerging(prev_dim, dim) if i > 0 else None,
             ))
             prev_dim = dim
             self.feature_info += [dict(num_chs=dim, reduction=stride, module=f'stages.{i}')]

@@ -67,7 +67,7 @@ from ._checkpoint import fit_state_dict, unwrap_checkpoint
 from ._layers import PointwiseConv2d
 from ._staged import Stage, StagedBackbone
 from .ssm import SelectiveSSM
-from .vmamba import PatchMerging, _LayerNorm2d, _remap_official_key as _remap_vmamba_key
+from .vmamba import PatchMerging, _LayerNorm2d, _ProjNorm2d, _remap_official_key as _remap_vmamba_key
 
 __all__ = ['MSVMamba']  # model_registry will add each entrypoint fn to this
 
@@ -121,7 +121,7 @@ class MS2D(nn.Module):
             dt_rank=dt_rank,
             num_routes=scan_low.num_routes + scan.num_routes,
         )
-        self.out_norm = _LayerNorm2d(d_inner)
+        self.out_norm = _ProjNorm2d(d_inner)
         self.se = SEModule(d_inner, rd_channels=d_inner // 8, bias=False)
         self.out_proj = PointwiseConv2d(d_inner, dim, bias=False)
 
@@ -194,10 +194,10 @@ class MSVSSBlock(nn.Module):
             drop_path: float = 0.,
     ):
         super().__init__()
-        self.norm1 = _LayerNorm2d(dim)
+        self.norm1 = _ProjNorm2d(dim)
         self.mixer = MS2D(dim, scan, scan_low, d_state=d_state, ssm_ratio=ssm_ratio, dt_rank=dt_rank)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
-        self.norm2 = _LayerNorm2d(dim)
+        self.norm2 = _ProjNorm2d(dim)
         self.ffn = ConvFFN(dim, int(ffn_ratio * dim))
         self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
 
@@ -281,7 +281,7 @@ class MSVMamba(StagedBackbone):
             ]
             stages.append(Stage(
                 blocks,
-                downsample=PatchMerging(prev_dim, dim, norm_layer=norm_layer) if i > 0 else None,
+                downsample=PatchMerging(prev_dim, dim) if i > 0 else None,
             ))
             prev_dim = dim
             self.feature_info += [dict(num_chs=dim, reduction=stride, module=f'stages.{i}')]

@@ -47,6 +47,9 @@ __all__ = ['VMamba']  # model_registry will add each entrypoint fn to this
 
 # The official code uses nn.LayerNorm's default eps everywhere (timm's LayerNorm2d default is 1e-6).
 _LayerNorm2d = partial(LayerNorm2d, eps=1e-5)
+# Norms whose output goes straight into a linear layer (block norms, scan-output norm, patch merging): under
+# autocast they return the dtype that layer casts to anyway (same values, one float32 round trip less).
+_ProjNorm2d = partial(LayerNorm2d, eps=1e-5, autocast_output=True)
 
 
 class SS2D(nn.Module):
@@ -77,7 +80,7 @@ class SS2D(nn.Module):
             d_conv: int = 3,
             conv_bias: bool = False,
             gate: bool = False,
-            norm_layer: Callable[[int], nn.Module] = _LayerNorm2d,
+            norm_layer: Callable[[int], nn.Module] = _ProjNorm2d,
     ):
         super().__init__()
         d_inner = int(ssm_ratio * dim)
@@ -125,7 +128,7 @@ class VSSBlock(nn.Module):
             gate: bool = False,
             mlp_ratio: float = 4.0,
             drop_path: float = 0.,
-            norm_layer: Callable[[int], nn.Module] = _LayerNorm2d,
+            norm_layer: Callable[[int], nn.Module] = _ProjNorm2d,
     ):
         super().__init__()
         self.norm1 = norm_layer(dim)
@@ -161,7 +164,7 @@ class PatchMerging(nn.Module):
     Odd sizes are zero-padded at the bottom/right first, like the official code.
     """
 
-    def __init__(self, dim: int, out_dim: int, norm_layer: Callable[[int], nn.Module] = _LayerNorm2d):
+    def __init__(self, dim: int, out_dim: int, norm_layer: Callable[[int], nn.Module] = _ProjNorm2d):
         super().__init__()
         self.norm = norm_layer(4 * dim)
         self.reduction = PointwiseConv2d(4 * dim, out_dim, bias=False)
@@ -206,7 +209,6 @@ class VMambaStage(Stage):
             gate: bool = False,
             mlp_ratio: float = 4.0,
             drop_path: Optional[List[float]] = None,
-            norm_layer: Callable[[int], nn.Module] = _LayerNorm2d,
     ):
         drop_path = drop_path or [0.] * depth
         super().__init__(
@@ -220,13 +222,12 @@ class VMambaStage(Stage):
                     d_conv=d_conv,
                     conv_bias=conv_bias,
                     gate=gate,
-                            mlp_ratio=mlp_ratio,
+                    mlp_ratio=mlp_ratio,
                     drop_path=drop_path[i],
-                    norm_layer=norm_layer,
                 )
                 for i in range(depth)
             ],
-            downsample=downsample(dim, out_dim, norm_layer=norm_layer) if downsample is not None else None,
+            downsample=downsample(dim, out_dim) if downsample is not None else None,
         )
 
 
@@ -327,9 +328,8 @@ class VMamba(StagedBackbone):
                 d_conv=d_conv,
                 conv_bias=conv_bias,
                 gate=gate,
-                    mlp_ratio=mlp_ratio,
+                mlp_ratio=mlp_ratio,
                 drop_path=dpr[i],
-                norm_layer=norm_layer,
             ))
             prev_dim = dim
             self.feature_info += [dict(num_chs=dim, reduction=stride, module=f'stages.{i}')]

@@ -13,9 +13,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.profiler import record_function
 
-from ._dispatch import announce, use_custom_op
+from ._dispatch import announce, profiled, use_custom_op
 
 __all__ = ['layer_norm_2d']
 
@@ -28,36 +27,31 @@ except ImportError as e:
 
 
 def _fwd_impl(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
-              out_float32: bool) -> Tuple[Tensor, Tensor, Tensor]:
-    return _triton_layer_norm.layer_norm_fwd(x, weight, bias, eps, torch.float32 if out_float32 else x.dtype)
+              out_dtype: torch.dtype) -> Tuple[Tensor, Tensor, Tensor]:
+    return _triton_layer_norm.layer_norm_fwd(x, weight, bias, eps, out_dtype)
 
 
 _fwd_op = torch.library.custom_op('linzoo::layer_norm_2d_fwd', _fwd_impl, mutates_args=())
 
 
 @_fwd_op.register_fake
-def _fwd_fake(x, weight, bias, eps, out_float32):
+def _fwd_fake(x, weight, bias, eps, out_dtype):
     positions = x[0, 0].numel()
     stats = x.new_empty(x.shape[0], positions, dtype=torch.float32)
-    y = x.new_empty(x.shape[0], *x.shape[2:], x.shape[1], dtype=torch.float32 if out_float32 else x.dtype)
+    y = x.new_empty(x.shape[0], *x.shape[2:], x.shape[1], dtype=out_dtype)
     return y.movedim(-1, 1), stats, torch.empty_like(stats)
 
 
-def _bwd_impl(dy: Tensor, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], mean: Tensor,
-              rstd: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-    dx, dw, db = _triton_layer_norm.layer_norm_bwd(dy, x, weight, bias, mean, rstd)
-    # A custom op cannot return None: absent gradients travel as empty tensors.
-    return dx, dw if dw is not None else x.new_empty(0), db if db is not None else x.new_empty(0)
+def _bwd_impl(dy: Tensor, x: Tensor, weight: Optional[Tensor], mean: Tensor, rstd: Tensor) -> Tuple[Tensor, Tensor]:
+    return _triton_layer_norm.layer_norm_bwd(dy, x, weight, mean, rstd)
 
 
 _bwd_op = torch.library.custom_op('linzoo::layer_norm_2d_bwd', _bwd_impl, mutates_args=())
 
 
 @_bwd_op.register_fake
-def _bwd_fake(dy, x, weight, bias, mean, rstd):
-    def like(p):
-        return torch.empty_like(p) if p is not None else x.new_empty(0)
-    return torch.empty_like(x), like(weight), like(bias)
+def _bwd_fake(dy, x, weight, mean, rstd):
+    return torch.empty_like(x), x.new_empty(2, x.shape[1], dtype=torch.float32)
 
 
 def _setup_context(ctx, inputs, output):
@@ -67,8 +61,10 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, dy, dmean, drstd):
     x, weight, bias, mean, rstd = ctx.saved_tensors
-    dx, dw, db = (_bwd_op if use_custom_op() else _bwd_impl)(dy, x, weight, bias, mean, rstd)
-    return dx, dw if weight is not None else None, db if bias is not None else None, None, None
+    dx, dweight_bias = (_bwd_op if use_custom_op() else _bwd_impl)(dy, x, weight, mean, rstd)
+    dw = dweight_bias[0].to(weight.dtype) if weight is not None else None
+    db = dweight_bias[1].to(bias.dtype) if bias is not None else None
+    return dx, dw, db, None, None
 
 
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)
@@ -79,7 +75,7 @@ class _LayerNorm2dFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, *inputs):
-        with record_function('linzoo::layer_norm_2d_fwd'):  # named like the op in profiles
+        with profiled('linzoo::layer_norm_2d_fwd'):  # named like the op in profiles
             output = _fwd_impl(*inputs)
         _setup_context(ctx, inputs, output)
         ctx.mark_non_differentiable(output[1], output[2])
@@ -87,7 +83,7 @@ class _LayerNorm2dFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy, dmean, drstd):
-        with record_function('linzoo::layer_norm_2d_bwd'):
+        with profiled('linzoo::layer_norm_2d_bwd'):
             return _backward(ctx, dy, dmean, drstd)
 
 
@@ -97,6 +93,7 @@ def layer_norm_2d(
         bias: Optional[Tensor],
         eps: float,
         backend: Optional[str] = None,
+        out_dtype: Optional[torch.dtype] = None,
 ) -> Tensor:
     """LayerNorm of every position's channel vector of ``x`` (B, C, *spatial).
 
@@ -106,9 +103,11 @@ def layer_norm_2d(
         bias: Per-channel shift (C,) or None.
         eps: Added to the variance.
         backend: 'triton' (CUDA), 'torch', or None to choose from the device and dtype (float64 -> 'torch').
+        out_dtype: Floating dtype of the output (computed in float32 and rounded once); None for what
+            ``F.layer_norm`` returns: float32 under CUDA autocast, else x's dtype.
 
     Returns:
-        Normalised maps of x's shape, channel-last in memory: float32 under CUDA autocast, else x's dtype.
+        Normalised maps of x's shape, channel-last in memory.
     """
     if x.dim() < 2:
         raise ValueError(f'layer_norm_2d: x must be (B, C, ...), got shape {tuple(x.shape)}')
@@ -116,6 +115,8 @@ def layer_norm_2d(
     for name, p in (('weight', weight), ('bias', bias)):
         if p is not None and tuple(p.shape) != (channels,):
             raise ValueError(f'layer_norm_2d: {name} must have shape (C,) = ({channels},), got {tuple(p.shape)}')
+    if out_dtype is not None and not out_dtype.is_floating_point:
+        raise ValueError(f'layer_norm_2d: out_dtype must be a floating dtype, got {out_dtype}')
     if backend is None:
         # float64 keeps PyTorch's kernel: the Triton one computes in float32.
         fast_dtype = x.dtype in (torch.float16, torch.bfloat16, torch.float32)
@@ -133,8 +134,11 @@ def layer_norm_2d(
     if backend == 'torch' or x.numel() == 0:
         dims = (0, *range(2, x.dim()), 1)
         y = F.layer_norm(x.permute(dims), (channels,), weight, bias, eps)
-        return y.permute(0, x.dim() - 1, *range(1, x.dim() - 1))
-    # CUDA autocast runs layer_norm in float32 (CPU autocast does not): return what F.layer_norm would.
-    out_float32 = x.is_cuda and x.dtype != torch.float32 and torch.is_autocast_enabled('cuda')
+        y = y.permute(0, x.dim() - 1, *range(1, x.dim() - 1))
+        return y.to(out_dtype) if out_dtype is not None else y
+    if out_dtype is None:
+        # CUDA autocast runs layer_norm in float32 (CPU autocast does not): return what F.layer_norm would.
+        autocast = x.is_cuda and torch.is_autocast_enabled('cuda')
+        out_dtype = torch.float32 if autocast else x.dtype
     norm = _fwd_op if use_custom_op() else _LayerNorm2dFunction.apply
-    return norm(x, weight, bias, float(eps), out_float32)[0]
+    return norm(x, weight, bias, float(eps), out_dtype)[0]

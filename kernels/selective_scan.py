@@ -11,10 +11,9 @@ from typing import Optional, Tuple, Union
 
 import torch
 from torch import Tensor
-from torch.profiler import record_function
 
 from . import torch_backend
-from ._dispatch import announce, use_custom_op
+from ._dispatch import announce, profiled, use_custom_op
 from .reference import selective_scan_oracle
 
 __all__ = ['selective_scan', 'available_backends']
@@ -151,7 +150,7 @@ class _SelectiveScanFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, *inputs):
-        with record_function('linzoo::selective_scan_fwd'):  # named like the op in profiles
+        with profiled('linzoo::selective_scan_fwd'):  # named like the op in profiles
             output = _fwd_impl(*inputs)
         _setup_context(ctx, inputs, output)
         ctx.mark_non_differentiable(output[1], output[2])
@@ -159,7 +158,7 @@ class _SelectiveScanFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout, dlast, dstates):
-        with record_function('linzoo::selective_scan_bwd'):
+        with profiled('linzoo::selective_scan_bwd'):
             return _backward(ctx, dout, dlast, dstates)
 
 

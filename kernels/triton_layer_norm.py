@@ -5,7 +5,7 @@ gives each row of C values (96 to 768 in the VMamba stages) to a block of thread
 first copied to float32. Here one program normalises a [C, BLOCK_P] tile of one image: it reads the input in its
 own dtype and strides (channel-first or channel-last), computes in float32 and writes a channel-last output
 (timm's strides). The backward recomputes the normalised input from the saved mean and 1/std and writes
-per-program partial sums for the weight and bias gradients (summed by torch: deterministic).
+per-program partial sums for the weight and bias gradients (summed by torch in one reduction: deterministic).
 """
 from typing import Optional, Tuple
 
@@ -54,8 +54,8 @@ def _layer_norm_fwd_kernel(
 
 @triton.jit
 def _layer_norm_bwd_kernel(
-        dy_ptr, x_ptr, w_ptr, mean_ptr, rstd_ptr, dx_ptr, dw_ptr, db_ptr,
-        C, P, n_blocks,
+        dy_ptr, x_ptr, w_ptr, mean_ptr, rstd_ptr, dx_ptr, dw_ptr,
+        C, P, n_blocks, n_rows,
         s_dy_b, s_dy_c, s_dy_p, s_x_b, s_x_c, s_x_p, s_dx_b, s_dx_c, s_dx_p,
         HAS_W: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
         AX: tl.constexpr,
@@ -88,7 +88,7 @@ def _layer_norm_bwd_kernel(
     tl.store(dx_ptr + b * s_dx_b + cc * s_dx_c + pp * s_dx_p, dx.to(dx_ptr.dtype.element_ty), mask=mask)
     row = (b * n_blocks + pid_p) * C
     tl.store(dw_ptr + row + c, tl.sum(dy * xhat, axis=1 - AX), mask=c_mask)
-    tl.store(db_ptr + row + c, tl.sum(dy, axis=1 - AX), mask=c_mask)
+    tl.store(dw_ptr + n_rows * C + row + c, tl.sum(dy, axis=1 - AX), mask=c_mask)
 
 
 def _tile(channels: int, positions: int) -> Tuple[int, int, int]:
@@ -136,11 +136,10 @@ def layer_norm_bwd(
         dy: torch.Tensor,
         x: torch.Tensor,
         weight: Optional[torch.Tensor],
-        bias: Optional[torch.Tensor],
         mean: torch.Tensor,
         rstd: torch.Tensor,
-) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
-    """(dx in x's layout and dtype, dweight, dbias) in the parameters' dtype; None where absent."""
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(dx in x's layout and dtype, float32 (2, C) holding the weight and the bias gradient)."""
     if not _viewable(x):
         x = x.contiguous()
     if not _viewable(dy):
@@ -150,17 +149,16 @@ def layer_norm_bwd(
     block_c, block_p, warps = _tile(channels, positions)
     n_blocks = triton.cdiv(positions, block_p)
     dx = torch.empty_like(x)
-    dw_part = torch.empty(batch * n_blocks, channels, device=x.device, dtype=torch.float32)
-    db_part = torch.empty_like(dw_part)
+    # Per-program partial sums of the weight (row block 0) and bias (row block 1) gradients: one torch sum.
+    n_rows = batch * n_blocks
+    partials = torch.empty(2, n_rows, channels, device=x.device, dtype=torch.float32)
     _layer_norm_bwd_kernel[(n_blocks, batch)](
-        dy, x, weight if weight is not None else x, mean, rstd, dx, dw_part, db_part,
-        channels, positions, n_blocks, *_bcp_strides(dy), *_bcp_strides(x), *_bcp_strides(dx),
+        dy, x, weight if weight is not None else x, mean, rstd, dx, partials,
+        channels, positions, n_blocks, n_rows, *_bcp_strides(dy), *_bcp_strides(x), *_bcp_strides(dx),
         HAS_W=weight is not None, BLOCK_C=block_c, BLOCK_P=block_p,
         AX=int(x.stride(1) == 1), num_warps=warps,
     )
-    dw = dw_part.sum(0).to(weight.dtype) if weight is not None else None
-    db = db_part.sum(0).to(bias.dtype) if bias is not None else None
-    return dx, dw, db
+    return dx, partials.sum(1)
 
 
 def _bcp_strides(x: torch.Tensor) -> Tuple[int, int, int]:

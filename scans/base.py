@@ -22,9 +22,8 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Tuple, Type, Type
 
 import torch
 from torch import Tensor
-from torch.profiler import record_function
 
-from kernels._dispatch import announce, use_custom_op
+from kernels._dispatch import announce, profiled, use_custom_op
 
 __all__ = ['Scan', 'register_scan', 'create_scan', 'list_scans']
 
@@ -122,7 +121,7 @@ class _PermuteRoutes(torch.autograd.Function):
             args += (token_dim == -2,)
             if use_custom_op():
                 return _route_gather_op(x, *args)
-            with record_function('linzoo::route_gather'):  # named like the op in profiles
+            with profiled('linzoo::route_gather'):  # named like the op in profiles
                 return _route_gather(x, *args)
         if to_routes:
             return _gather_routes(x, index, token_dim)

@@ -59,6 +59,35 @@ def test_half_input_under_autocast_gives_the_dtype_and_values_of_layer_norm():
     assert layer_norm_2d(x, w, b, 1e-6, backend='triton').dtype == torch.float16
 
 
+@pytest.mark.parametrize('backend', ['triton', 'torch'])
+def test_out_dtype_rounds_the_float32_result_once(backend):
+    device = TRITON_DEVICE if backend == 'triton' else 'cpu'
+    if device is None:
+        pytest.skip('needs CUDA or TRITON_INTERPRET=1')
+    x, w, b = make((2, 6, 3, 5), True, (True, True), device=device)
+    y = layer_norm_2d(x, w, b, 1e-5, backend=backend, out_dtype=torch.float16)
+    y_ref = layer_norm_2d(x, w, b, 1e-5, backend='torch')
+    assert y.dtype == torch.float16 and y.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y, y_ref.half(), rtol=1e-3, atol=1e-3)
+    # The backward takes the half gradient as it is (the values a cast's backward would hand over in float32).
+    dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(device, torch.float16)
+    grads = torch.autograd.grad(y, (x, w, b), dy)
+    grads_ref = torch.autograd.grad(y_ref, (x, w, b), dy.float())
+    for g, r in zip(grads, grads_ref):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-4)
+
+
+def test_layer_norm_2d_module_with_autocast_output_returns_the_autocast_dtype():
+    from backbones._layers import LayerNorm2d
+    norm = LayerNorm2d(6, eps=1e-5, autocast_output=True)
+    x = torch.randn(2, 6, 4, 3)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        y = norm(x)
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y, norm(x).bfloat16(), rtol=0, atol=0)
+    assert norm(x).dtype == torch.float32  # outside autocast, the input's dtype
+
+
 @needs_triton
 def test_torch_compile_traces_the_triton_op_without_graph_breaks():
     x, w, b = make((2, 6, 3, 5), True, (True, True))
@@ -83,3 +112,5 @@ def test_bad_arguments_raise_clear_errors():
         layer_norm_2d(torch.randn(4), None, None, 1e-5)
     with pytest.raises(ValueError, match='backend must be'):
         layer_norm_2d(x, None, None, 1e-5, backend='cuda')
+    with pytest.raises(ValueError, match='out_dtype must be a floating dtype'):
+        layer_norm_2d(x, None, None, 1e-5, out_dtype=torch.int32)
