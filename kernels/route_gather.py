@@ -8,6 +8,8 @@ channel-last maps), and either writes each route or sums the routes in float32 a
 ``route_gather_op`` is the same function registered as the custom op ``linzoo::route_gather``, which
 ``torch.compile`` keeps opaque.
 """
+from typing import Tuple
+
 import torch
 import triton
 import triton.language as tl
@@ -43,7 +45,23 @@ def _route_gather_kernel(
         tl.store(out_rows, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def route_gather(src: Tensor, index: Tensor, sum_routes: bool, channels_last: bool) -> Tensor:
+
+def _tile(channels: int, length: int, channels_contiguous: bool) -> Tuple[int, int, int]:
+    """(BLOCK_C, BLOCK_J, num_warps), from sweeps on an H100 (benchmarks/models.md).
+
+    Sources with contiguous channels read BLOCK_C-wide rows per token. Channel-first sources are read along the
+    token axis in route order, which for column-major or reversed routes strides across the map; tiles spanning
+    a whole route (or 512 steps of it) on few channels reuse the fetched sectors: 1.1-2.2x faster than 32 x 64
+    tiles on VMamba-T's stages.
+    """
+    if channels_contiguous:
+        return 32, 128, 4
+    block_j = min(512, triton.next_power_of_2(length))
+    return min(max(1, 2048 // block_j), triton.next_power_of_2(channels)), block_j, 2
+
+
+def route_gather(src: Tensor, index: Tensor, sum_routes: bool, channels_last: bool,
+                 channels_contiguous_out: bool = False) -> Tensor:
     """``out[b, k, c, j] = src[b, g, c, index[k, j]]`` with g = k (or 0 for one source map), summed over k with
     ``sum_routes`` (one output map), in float32 then the source dtype.
 
@@ -52,9 +70,11 @@ def route_gather(src: Tensor, index: Tensor, sum_routes: bool, channels_last: bo
         index: (K, J) int64 token indices into T.
         sum_routes: Sum the K gathered routes into one (B, 1, ...) output.
         channels_last: Layout of src and of the output.
+        channels_contiguous_out: Write the (B, K or 1, C, J) output with the channel axis contiguous (the view
+            of a channels_last map), e.g. a gradient in the layout of the map it belongs to.
 
     Returns:
-        (B, K or 1, C, J) or, with ``channels_last``, (B, K or 1, J, C); contiguous.
+        (B, K or 1, C, J) or, with ``channels_last``, (B, K or 1, J, C); contiguous, or channel-contiguous (above).
     """
     num_routes, length = index.shape
     if channels_last:
@@ -67,16 +87,19 @@ def route_gather(src: Tensor, index: Tensor, sum_routes: bool, channels_last: bo
         s_g = 0
     out_routes = 1 if sum_routes else num_routes
     shape = (batch, out_routes, length, channels) if channels_last else (batch, out_routes, channels, length)
-    out = torch.empty(shape, device=src.device, dtype=src.dtype)
+    if channels_contiguous_out and not channels_last:
+        out = src.new_empty(batch, out_routes, length, channels).transpose(2, 3)
+    else:
+        out = torch.empty(shape, device=src.device, dtype=src.dtype)
     if channels_last:
         o_b, o_k, o_j, o_c = out.stride()
     else:
         o_b, o_k, o_c, o_j = out.stride()
-    block_c, block_j = 32, 64
+    block_c, block_j, warps = _tile(channels, length, s_c == 1)
     grid = (triton.cdiv(length, block_j), triton.cdiv(channels, block_c), batch)
     _route_gather_kernel[grid](
         src, index, out, channels, length, s_b, s_g, s_c, s_t, o_b, o_k, o_c, o_j,
-        NUM_ROUTES=num_routes, SUM_ROUTES=sum_routes, BLOCK_C=block_c, BLOCK_J=block_j, num_warps=4,
+        NUM_ROUTES=num_routes, SUM_ROUTES=sum_routes, BLOCK_C=block_c, BLOCK_J=block_j, num_warps=warps,
     )
     return out
 
@@ -86,8 +109,10 @@ route_gather_op = torch.library.custom_op('linzoo::route_gather', route_gather, 
 
 
 @route_gather_op.register_fake
-def _route_gather_fake(src, index, sum_routes, channels_last):
+def _route_gather_fake(src, index, sum_routes, channels_last, channels_contiguous_out=False):
     out_routes = 1 if sum_routes else index.shape[0]
     if channels_last:
         return src.new_empty(src.shape[0], out_routes, index.shape[1], src.shape[3])
+    if channels_contiguous_out:
+        return src.new_empty(src.shape[0], out_routes, index.shape[1], src.shape[2]).transpose(2, 3)
     return src.new_empty(src.shape[0], out_routes, src.shape[2], index.shape[1])

@@ -113,12 +113,15 @@ class _PermuteRoutes(torch.autograd.Function):
             to_routes: bool,
             keep_routes: bool,
             token_dim: int,
+            channels_contiguous_out: bool = False,
     ) -> Tensor:
         ctx.save_for_backward(index, inverse)
         ctx.to_routes, ctx.keep_routes, ctx.token_dim = to_routes, keep_routes, token_dim
+        # The gradient of a channels_last map goes back channels_last (else the conv before the scan converts it).
+        ctx.channels_contiguous_in = token_dim == -1 and x.stride(-2) == 1 and x.shape[-1] > 1
         if _use_triton(x):
             args = (index, False) if to_routes else (inverse, not keep_routes and x.shape[1] > 1)
-            args += (token_dim == -2,)
+            args += (token_dim == -2, channels_contiguous_out)
             if use_custom_op():
                 return _route_gather_op(x, *args)
             with profiled('linzoo::route_gather'):  # named like the op in profiles
@@ -131,8 +134,9 @@ class _PermuteRoutes(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         index, inverse = ctx.saved_tensors
         # Through apply again, so the backward is differentiable too.
-        grad_x = _PermuteRoutes.apply(grad, index, inverse, not ctx.to_routes, ctx.keep_routes, ctx.token_dim)
-        return grad_x, None, None, None, None, None
+        grad_x = _PermuteRoutes.apply(grad, index, inverse, not ctx.to_routes, ctx.keep_routes, ctx.token_dim,
+                                      ctx.channels_contiguous_in)
+        return grad_x, None, None, None, None, None, None
 
 
 class Scan:

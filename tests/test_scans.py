@@ -627,3 +627,19 @@ def test_triton_route_gather_equals_torch_gather(name, channels_last, monkeypatc
     torch.testing.assert_close(ys, ys_ref, rtol=0, atol=0)
     torch.testing.assert_close(out, out_ref, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(dx, dx_ref, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.skipif(TRITON_DEVICE is None, reason='needs CUDA or TRITON_INTERPRET=1')
+def test_triton_route_gather_returns_the_gradient_of_a_channels_last_map_channels_last(monkeypatch):
+    """flatten's backward writes the map gradient in the map's memory format (the conv before it takes it as is)."""
+    scan = create_scan('cross')
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 8, 5, 7, generator=g).to(TRITON_DEVICE).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    dys = torch.randn(scan.flatten(x.detach()).shape, generator=g).to(TRITON_DEVICE)
+    grads = []
+    for use_triton in (True, False):
+        monkeypatch.setattr(scans_base, '_use_triton', lambda t, use=use_triton: use)
+        grads.append(torch.autograd.grad(scan.flatten(x), x, dys)[0])
+    assert grads[0].is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-6, atol=1e-6)
