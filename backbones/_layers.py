@@ -4,12 +4,13 @@ from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import DropPath as _TimmDropPath
 from timm.layers import LayerNorm2d as _TimmLayerNorm2d
 from torch import Tensor
 
 from kernels import layer_norm_2d
 
-__all__ = ['LayerNorm2d', 'PointwiseConv2d', 'PointwiseMlp']
+__all__ = ['DropPath', 'LayerNorm2d', 'PointwiseConv2d', 'PointwiseMlp']
 
 
 class LayerNorm2d(_TimmLayerNorm2d):
@@ -67,3 +68,20 @@ class PointwiseMlp(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc2(self.act(self.fc1(x)))
+
+
+class DropPath(_TimmDropPath):
+    """timm's ``DropPath`` (stochastic depth per sample), plus ``add(shortcut, x)`` for residual branches.
+
+    ``add`` is ``shortcut + self(x)`` as one ``addcmul`` with the per-sample scale: timm's multiply writes and
+    re-reads a full-size tensor before the residual add (28 times per VMamba-T training step).
+    """
+
+    def add(self, shortcut: Tensor, x: Tensor) -> Tensor:
+        if self.drop_prob == 0. or not self.training:
+            return shortcut + x
+        keep_prob = 1 - self.drop_prob
+        scale = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep_prob)
+        if keep_prob > 0. and self.scale_by_keep:
+            scale.div_(keep_prob)
+        return torch.addcmul(shortcut, x, scale)

@@ -59,12 +59,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, DropPath, SEModule, trunc_normal_
+from timm.layers import ClassifierHead, SEModule, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, named_apply, register_model
 
 from scans import Scan, create_scan
 from ._checkpoint import fit_state_dict, unwrap_checkpoint
-from ._layers import PointwiseConv2d
+from ._layers import DropPath, PointwiseConv2d
 from ._staged import Stage, StagedBackbone
 from .ssm import SelectiveSSM
 from .vmamba import PatchMerging, _LayerNorm2d, _ProjNorm2d, _remap_official_key as _remap_vmamba_key
@@ -196,14 +196,14 @@ class MSVSSBlock(nn.Module):
         super().__init__()
         self.norm1 = _ProjNorm2d(dim)
         self.mixer = MS2D(dim, scan, scan_low, d_state=d_state, ssm_ratio=ssm_ratio, dt_rank=dt_rank)
-        self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.drop_path1 = DropPath(drop_path)
         self.norm2 = _ProjNorm2d(dim)
         self.ffn = ConvFFN(dim, int(ffn_ratio * dim))
-        self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.drop_path2 = DropPath(drop_path)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x + self.drop_path1(self.mixer(self.norm1(x)))
-        return x + self.drop_path2(self.ffn(self.norm2(x)))
+        x = self.drop_path1.add(x, self.mixer(self.norm1(x)))
+        return self.drop_path2.add(x, self.ffn(self.norm2(x)))
 
 
 class MSVMamba(StagedBackbone):

@@ -34,12 +34,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, DropPath, trunc_normal_
+from timm.layers import ClassifierHead, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, named_apply, register_model
 
 from scans import Scan, create_scan
 from ._checkpoint import fit_state_dict, unwrap_checkpoint
-from ._layers import LayerNorm2d, PointwiseConv2d, PointwiseMlp
+from ._layers import DropPath, LayerNorm2d, PointwiseConv2d, PointwiseMlp
 from ._staged import Stage, StagedBackbone
 from .ssm import SelectiveSSM
 
@@ -143,18 +143,18 @@ class VSSBlock(nn.Module):
             gate=gate,
             norm_layer=norm_layer,
         )
-        self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.drop_path1 = DropPath(drop_path)
         if mlp_ratio > 0:
             self.norm2 = norm_layer(dim)
             self.mlp = PointwiseMlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU)
-            self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+            self.drop_path2 = DropPath(drop_path)
         else:
             self.norm2 = self.mlp = self.drop_path2 = None
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x + self.drop_path1(self.mixer(self.norm1(x)))
+        x = self.drop_path1.add(x, self.mixer(self.norm1(x)))
         if self.mlp is not None:
-            x = x + self.drop_path2(self.mlp(self.norm2(x)))
+            x = self.drop_path2.add(x, self.mlp(self.norm2(x)))
         return x
 
 

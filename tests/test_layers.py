@@ -1,0 +1,23 @@
+"""backbones._layers: the shared layers behave like the timm layers they replace."""
+import pytest
+import torch
+from timm.layers import DropPath as TimmDropPath
+
+from backbones._layers import DropPath
+
+
+@pytest.mark.parametrize('drop_prob', [0.0, 0.3, 1.0])
+@pytest.mark.parametrize('training', [True, False])
+def test_drop_path_add_equals_shortcut_plus_timm_drop_path(drop_prob, training):
+    ours, timm_drop = DropPath(drop_prob).train(training), TimmDropPath(drop_prob).train(training)
+    shortcut = torch.randn(16, 3, 4, 5)
+    x = torch.randn(16, 3, 4, 5, dtype=torch.bfloat16, requires_grad=True)
+    torch.manual_seed(0)
+    out = ours.add(shortcut, x)
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    torch.manual_seed(0)
+    ref = shortcut + timm_drop(x)
+    (ref_grad,) = torch.autograd.grad(ref.sum(), x)
+    assert out.dtype == ref.dtype == torch.float32
+    torch.testing.assert_close(out, ref, rtol=1e-2, atol=1e-2)  # the product rounds in float32, not bfloat16
+    torch.testing.assert_close(grad, ref_grad)
