@@ -35,7 +35,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from kernels import selective_scan
+from kernels import projected_selective_scan, selective_scan
 
 __all__ = ['SelectiveSSM', 'ssm_no_weight_decay']
 
@@ -135,12 +135,8 @@ class SelectiveSSM(nn.Module):
         self.A_logs.copy_(torch.log(states).expand_as(self.A_logs))
         self.Ds.fill_(1.0)
 
-    def _project(
-            self,
-            xs: Tensor,
-            route_offset: int,
-    ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """Route sequences -> kernel arguments (u, delta, A, B, C, D, delta_bias)."""
+    def _parameters_for(self, xs: Tensor, route_offset: int) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """The parameters of the routes in ``xs``: (x_proj weight, dt_proj weight, A, D, delta_bias)."""
         if xs.dim() != 4:
             raise ValueError(f'SelectiveSSM expects route sequences (B, K, C\', L), got shape {tuple(xs.shape)}')
         batch, routes, channels, length = xs.shape
@@ -150,21 +146,12 @@ class SelectiveSSM(nn.Module):
         if route_offset < 0 or route_offset + routes > self.num_routes:
             raise ValueError(f'SelectiveSSM has {self.num_routes} route groups; routes [{route_offset}, '
                              f'{route_offset + routes}) requested by route_offset={route_offset} and K={routes}')
-        rank, dstate = self.dt_rank, self.d_state
-        # Per-route projections as batched GEMMs ((K, out, in) weights broadcast over the batch) on the
-        # (B, K, C', L) sequences as they come: grouped 1x1 conv1d took twice as long on an H100
-        # (benchmarks/models.md).
         group = slice(0, 1) if self.shared_proj else slice(route_offset, route_offset + routes)
-        x_dbl = torch.matmul(self.x_proj_weight[group], xs)
-        dts, Bs, Cs = torch.split(x_dbl, [rank, dstate, dstate], dim=2)
-        delta = torch.matmul(self.dt_projs_weight[group], dts)
         delta_bias = self.dt_projs_bias.expand(routes, channels) if self.shared_proj else self.dt_projs_bias[group]
         chans = slice(route_offset * channels, (route_offset + routes) * channels)
         A = -torch.exp(self.A_logs[chans].float())
-        D = self.Ds[chans].float()
-        u = xs.reshape(batch, routes * channels, length)
-        delta = delta.reshape(batch, routes * channels, length)
-        return u, delta, A, Bs, Cs, D, delta_bias.reshape(-1).float()
+        return (self.x_proj_weight[group], self.dt_projs_weight[group], A, self.Ds[chans].float(),
+                delta_bias.reshape(-1).float())
 
     def forward(self, xs: Tensor, z: Optional[Tensor] = None, route_offset: int = 0) -> Tensor:
         """Scan the route sequences.
@@ -177,15 +164,17 @@ class SelectiveSSM(nn.Module):
         Returns:
             Outputs (B, K, C', L), float32 (float64 for float64 inputs).
         """
-        u, delta, A, Bs, Cs, D, delta_bias = self._project(xs, route_offset)
+        x_proj_weight, dt_proj_weight, A, D, delta_bias = self._parameters_for(xs, route_offset)
+        batch, routes, channels, length = xs.shape
         if z is not None:
             if z.shape != xs.shape:
                 raise ValueError(f'SelectiveSSM: gate z must have the shape of xs {tuple(xs.shape)}, '
                                  f'got {tuple(z.shape)}')
-            z = z.reshape(u.shape)
-        out_dtype = torch.float32 if u.dtype in _HALF else None
-        y = selective_scan(
-            u, delta, A, Bs, Cs, D, z=z, delta_bias=delta_bias, delta_softplus=True, out_dtype=out_dtype)
+            z = z.reshape(batch, routes * channels, length)
+        out_dtype = torch.float32 if xs.dtype in _HALF else None
+        # The x_proj / dt_proj GEMMs and the scan in one autograd node (kernels.projected_selective_scan).
+        y = projected_selective_scan(
+            xs, x_proj_weight, dt_proj_weight, A, D, z=z, delta_bias=delta_bias, out_dtype=out_dtype)
         return y.view(xs.shape)
 
     def forward_states(self, xs: Tensor, route_offset: int = 0) -> Tuple[Tensor, Tensor]:
@@ -201,12 +190,17 @@ class SelectiveSSM(nn.Module):
         Returns:
             Hidden states (B, K, C', N, L), float32 (float64 for float64 inputs), and C (B, K, N, L).
         """
-        u, delta, A, Bs, Cs, _, delta_bias = self._project(xs, route_offset)
-        out_dtype = torch.float32 if u.dtype in _HALF else None
-        h = selective_scan(
-            u, delta, A, Bs, delta_bias=delta_bias, delta_softplus=True, out_dtype=out_dtype,
-            return_hidden_states=True)
+        x_proj_weight, dt_proj_weight, A, _, delta_bias = self._parameters_for(xs, route_offset)
         batch, routes, channels, length = xs.shape
+        # Per-route projections as broadcast batched GEMMs on the (B, K, C', L) sequences as they come: grouped
+        # 1x1 conv1d took twice as long on an H100 (benchmarks/models.md).
+        x_dbl = torch.matmul(x_proj_weight, xs)
+        dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
+        delta = torch.matmul(dt_proj_weight, dts)
+        out_dtype = torch.float32 if xs.dtype in _HALF else None
+        h = selective_scan(
+            xs.reshape(batch, routes * channels, length), delta.reshape(batch, routes * channels, length), A, Bs,
+            delta_bias=delta_bias, delta_softplus=True, out_dtype=out_dtype, return_hidden_states=True)
         return h.view(batch, routes, channels, self.d_state, length), Cs
 
     def extra_repr(self) -> str:

@@ -16,7 +16,7 @@ from . import torch_backend
 from ._dispatch import announce, profiled, use_custom_op
 from .reference import selective_scan_oracle
 
-__all__ = ['selective_scan', 'available_backends']
+__all__ = ['available_backends', 'projected_selective_scan', 'selective_scan']
 
 _BACKENDS = ('triton', 'torch', 'oracle')
 
@@ -292,3 +292,139 @@ def selective_scan(
     if return_last_state:
         return out, last
     return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Mamba's input projections and the scan in one autograd node.
+
+def _matmul_dtype(xs: Tensor, weight: Tensor) -> torch.dtype:
+    """The dtype torch.matmul(weight, xs) computes in (autocast's, else the common one)."""
+    if torch.is_autocast_enabled(xs.device.type):
+        return torch.get_autocast_dtype(xs.device.type)
+    return torch.promote_types(xs.dtype, weight.dtype)
+
+
+def _project(xs: Tensor, x_proj_weight: Tensor, dt_proj_weight: Tensor, dt_rank: int) -> Tuple[Tensor, Tensor]:
+    """(x_dbl (batch, K, R + 2N, L), delta (batch, K, C', L)): one broadcast GEMM per projection."""
+    x_dbl = torch.matmul(x_proj_weight, xs)
+    return x_dbl, torch.matmul(dt_proj_weight, x_dbl[:, :, :dt_rank])
+
+
+class _ProjectedScanFunction(torch.autograd.Function):
+    """``projected_selective_scan`` as one node: its backward runs the scan's backward, then the two projections'
+    GEMMs, adding the scan's input gradient inside the x_proj GEMM (``baddbmm``) instead of a full-size add."""
+
+    @staticmethod
+    def forward(ctx, xs, x_proj_weight, dt_proj_weight, A, D, z, delta_bias, out_float32, backend):
+        batch, routes, channels, length = xs.shape
+        dt_rank, dstate = dt_proj_weight.shape[-1], A.shape[1]
+        # Weights in the GEMM dtype (autocast's cast, done here so that the backward reuses it).
+        w_x, w_dt = x_proj_weight.to(xs.dtype), dt_proj_weight.to(xs.dtype)
+        x_dbl, delta = _project(xs, w_x, w_dt, dt_rank)
+        _, Bs, Cs = torch.split(x_dbl, [dt_rank, dstate, dstate], dim=2)
+        u, delta = xs.reshape(batch, routes * channels, length), delta.reshape(batch, routes * channels, length)
+        out, _, states = _fwd_impl(u, delta, A, Bs, Cs, D, z, delta_bias, True, False, out_float32, backend)
+        ctx.save_for_backward(xs, x_dbl, delta, A, D, z, delta_bias, states, w_x, w_dt)
+        ctx.backend = backend
+        ctx.param_dtypes = x_proj_weight.dtype, dt_proj_weight.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        xs, x_dbl, delta, A, D, z, delta_bias, states, w_x, w_dt = ctx.saved_tensors
+        batch, routes, channels, length = xs.shape
+        dt_rank, dstate = w_dt.shape[-1], A.shape[1]
+        dts, Bs, Cs = torch.split(x_dbl, [dt_rank, dstate, dstate], dim=2)
+        with profiled('linzoo::selective_scan_bwd'):
+            du, ddelta, dA, dB, dC, dD, dz, dbias = _bwd_impl(
+                dout.contiguous(), xs.reshape(batch, routes * channels, length), delta, A, Bs, Cs, D, z,
+                delta_bias, states, True, False, ctx.backend)
+        ddelta = ddelta.view(batch, routes, channels, length)
+        dx_dbl = torch.cat([torch.matmul(w_dt.transpose(-1, -2), ddelta), dB.to(xs.dtype), dC.to(xs.dtype)], 2)
+        # Weight gradients: per-sample GEMMs summed over the batch (and over the routes of a shared weight).
+        shared = (0, 1) if w_x.shape[0] == 1 else (0,)
+        dw_dt = torch.matmul(ddelta, dts.transpose(-1, -2)).sum(shared)
+        dw_x = torch.matmul(dx_dbl, xs.transpose(-1, -2)).sum(shared)
+        # dxs = du + w_x^T dx_dbl, the sum inside the GEMM.
+        w_x_t = w_x.transpose(-1, -2).expand(batch, routes, channels, -1).reshape(batch * routes, channels, -1)
+        dxs = torch.baddbmm(du.view(batch * routes, channels, length), w_x_t,
+                            dx_dbl.view(batch * routes, -1, length)).view(batch, routes, channels, length)
+        x_dtype, dt_dtype = ctx.param_dtypes
+        return (dxs, dw_x.view(w_x.shape).to(x_dtype), dw_dt.view(w_dt.shape).to(dt_dtype),
+                dA if ctx.needs_input_grad[3] else None, dD if D is not None else None,
+                dz if z is not None else None, dbias if delta_bias is not None else None, None, None)
+
+
+def projected_selective_scan(
+        xs: Tensor,
+        x_proj_weight: Tensor,
+        dt_proj_weight: Tensor,
+        A: Tensor,
+        D: Optional[Tensor] = None,
+        z: Optional[Tensor] = None,
+        delta_bias: Optional[Tensor] = None,
+        out_dtype: Optional[torch.dtype] = None,
+        backend: Optional[str] = None,
+) -> Tensor:
+    """Mamba's input-dependent projections and the selective scan of K route sequences.
+
+    ``x_dbl = x_proj_weight @ xs`` per route, split into (dt, B, C) of R, N and N rows; ``delta = dt_proj_weight @
+    dt``; then ``selective_scan(xs, delta, A, B, C, D, z, delta_bias, delta_softplus=True)`` with route k's B and C
+    as group k. Eager calls run it as one autograd node (the backward adds the scan's input gradient inside the
+    x_proj GEMM, and records one node instead of the projections' eight); under ``torch.compile`` or a
+    ``TorchDispatchMode``, and when the GEMMs would cast xs (autocast to another dtype), it is the same
+    composition of ``torch.matmul`` and ``selective_scan``.
+
+    Args:
+        xs: Route sequences (batch, K, C', L).
+        x_proj_weight: (K, R + 2N, C'), or (1, R + 2N, C') shared by the routes.
+        dt_proj_weight: (K, C', R) or (1, C', R).
+        A: (K C', N). D, delta_bias: (K C',) or None. z: gate (batch, K C', L) or None.
+        out_dtype: None for xs' dtype, or torch.float32.
+        backend: As for ``selective_scan``.
+
+    Returns:
+        (batch, K C', L).
+    """
+    _check_float('xs', xs)
+    if xs.dim() != 4:
+        raise ValueError(f"projected_selective_scan: xs must be (batch, K, C', L), got shape {tuple(xs.shape)}")
+    batch, routes, channels, length = xs.shape
+    dstate = A.shape[-1]
+    for name, w in (('x_proj_weight', x_proj_weight), ('dt_proj_weight', dt_proj_weight)):
+        _check_float(name, w)
+        if w.dim() != 3 or w.shape[0] not in (1, routes):
+            raise ValueError(f'projected_selective_scan: {name} must be (K={routes} or 1, out, in), got shape '
+                             f'{tuple(w.shape)}')
+    dt_rank = dt_proj_weight.shape[2]
+    _check_shape('x_proj_weight', x_proj_weight, (x_proj_weight.shape[0], dt_rank + 2 * dstate, channels),
+                 '(K or 1, R + 2N, C\')')
+    _check_shape('dt_proj_weight', dt_proj_weight, (dt_proj_weight.shape[0], channels, dt_rank), '(K or 1, C\', R)')
+    fused = (backend != 'oracle' and not use_custom_op() and xs.stride(-1) == 1
+             and _matmul_dtype(xs, x_proj_weight) == xs.dtype == _matmul_dtype(xs, dt_proj_weight))
+    if not fused:
+        x_dbl, delta = _project(xs, x_proj_weight, dt_proj_weight, dt_rank)
+        _, Bs, Cs = torch.split(x_dbl, [dt_rank, dstate, dstate], dim=2)
+        return selective_scan(
+            xs.reshape(batch, routes * channels, length), delta.reshape(batch, routes * channels, length), A, Bs,
+            Cs, D, z, delta_bias, delta_softplus=True, out_dtype=out_dtype, backend=backend)
+    # The checks of selective_scan for A, D, z and delta_bias (B and C are built here).
+    dim = routes * channels
+    _check_float('A', A)
+    _check_shape('A', A, (dim, dstate), '(K C\', N)')
+    for name, x in (('D', D), ('delta_bias', delta_bias)):
+        if x is not None:
+            _check_float(name, x)
+            _check_shape(name, x, (dim,), '(K C\',)')
+    if z is not None:
+        _check_float('z', z)
+        _check_shape('z', z, (batch, dim, length), '(batch, K C\', L)')
+        z = _last_dim_contiguous(z)
+    if out_dtype not in (None, xs.dtype, torch.float32):
+        raise ValueError(f'projected_selective_scan: out_dtype must be None, xs.dtype ({xs.dtype}) or '
+                         f'torch.float32, got {out_dtype}')
+    backend = _pick_backend(xs, backend)
+    with profiled('linzoo::selective_scan_fwd'):
+        return _ProjectedScanFunction.apply(
+            xs, x_proj_weight, dt_proj_weight, A, D, z, delta_bias,
+            out_dtype == torch.float32 and xs.dtype != torch.float32, backend)

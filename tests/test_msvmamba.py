@@ -147,23 +147,14 @@ def test_foreign_checkpoints_raise():
         checkpoint_filter_fn({'encoder.weight': torch.zeros(1)}, model)
 
 
-def test_ms2d_scan_calls(fixture, monkeypatch):
+def test_ms2d_scan_calls(fixture, scan_calls):
     """Per block: the full-res raster route (group 1) and ONE low-res sequence of 3 routes (group 0)."""
-    import backbones.ssm
-
-    seen = []
-    scan_fn = backbones.ssm.selective_scan
-
-    def spy(u, delta, A, B, *args, **kwargs):
-        seen.append((u.dtype, u.shape[-1], B.shape[1]))
-        return scan_fn(u, delta, A, B, *args, **kwargs)
-
-    monkeypatch.setattr(backbones.ssm, 'selective_scan', spy)
     model = _official_model(fixture)
     x = fixture['inputs'][1]  # 64x96: stage maps 16x24, 8x12, 4x6, 2x3 (low res 8x12, 4x6, 2x3, 1x2)
     with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
         out = model(x)
     blocks = [(16 * 24, 8 * 12), (8 * 12, 4 * 6), (4 * 6, 2 * 3), (4 * 6, 2 * 3), (2 * 3, 1 * 2)]
+    seen = [(c['u'].dtype, c['u'].shape[-1], c['B'].shape[1]) for c in scan_calls]
     assert seen == [call for full, low in blocks for call in ((torch.bfloat16, full, 1), (torch.bfloat16, 3 * low, 1))]
     torch.testing.assert_close(out.float(), fixture['logits'][1], atol=0.1, rtol=0.1)
 

@@ -251,27 +251,16 @@ def test_input_sizes():
 
 
 @pytest.mark.parametrize('name', ['test_vmamba', 'test_vanilla_vmamba'])
-def test_autocast_scan_precision(name, monkeypatch):
+def test_autocast_scan_precision(name, scan_calls):
     """Half inputs go to the scan and float32 comes back (vanilla VMamba's official float32 casts are implicit in
     the kernel's float32 compute: tests/test_ssm.py checks they change no bit)."""
-    import backbones.ssm
-
-    seen = []
-    scan_fn = backbones.ssm.selective_scan
-
-    def spy(u, *args, **kwargs):
-        out = scan_fn(u, *args, **kwargs)
-        seen.append((u.dtype, out.dtype))
-        return out
-
-    monkeypatch.setattr(backbones.ssm, 'selective_scan', spy)
     model = timm.create_model(name).eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         ref = model(x)
-        seen.clear()
+        scan_calls.clear()
         with torch.autocast('cpu', dtype=torch.bfloat16):
             out = model(x)
-    assert seen and all(s == (torch.bfloat16, torch.float32) for s in seen)
+    assert scan_calls and all((c['u'].dtype, c['out'].dtype) == (torch.bfloat16, torch.float32) for c in scan_calls)
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out.float(), ref, atol=0.1, rtol=0.1)
