@@ -1,5 +1,5 @@
 """Layers shared by several families."""
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -70,45 +70,18 @@ class PointwiseMlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
-class _ResidualAdd(torch.autograd.Function):
-    """``shortcut + x * scale`` (``scale`` per sample, or None for 1) with x's gradient made in x's dtype.
-
-    Under autocast the residual stream is float32 and the branch output x half: autograd would scale the float32
-    gradient and then cast it (two full-size passes); here one multiply writes it in x's dtype.
-    """
-
-    @staticmethod
-    def forward(ctx, shortcut: Tensor, x: Tensor, scale: Optional[Tensor]) -> Tensor:
-        ctx.save_for_backward(scale)
-        ctx.dtypes = shortcut.dtype, x.dtype
-        return shortcut + x if scale is None else torch.addcmul(shortcut, x, scale)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        (scale,) = ctx.saved_tensors
-        shortcut_dtype, x_dtype = ctx.dtypes
-        if scale is None:
-            grad_x = grad.to(x_dtype)
-        else:
-            grad_x = torch.mul(grad, scale, out=torch.empty_like(grad, dtype=x_dtype))
-        return grad.to(shortcut_dtype), grad_x, None
-
-
 class DropPath(_TimmDropPath):
     """timm's ``DropPath`` (stochastic depth per sample), plus ``add(shortcut, x)`` for residual branches.
 
-    ``add`` is ``shortcut + self(x)`` as one ``addcmul`` with the per-sample scale (timm's multiply writes and
-    re-reads a full-size tensor before the residual add, 28 times per VMamba-T training step), and its backward
-    writes x's gradient in x's dtype in the same pass (see ``_ResidualAdd``).
+    ``add`` is ``shortcut + self(x)`` as one ``addcmul`` with the per-sample scale: timm's multiply writes and
+    re-reads a full-size tensor before the residual add (28 times per VMamba-T training step).
     """
 
     def add(self, shortcut: Tensor, x: Tensor) -> Tensor:
-        scale = None
-        if self.drop_prob > 0. and self.training:
-            keep_prob = 1 - self.drop_prob
-            scale = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep_prob)
-            if keep_prob > 0. and self.scale_by_keep:
-                scale.div_(keep_prob)
-        if shortcut.shape != x.shape or not torch.is_grad_enabled():
-            return shortcut + x if scale is None else torch.addcmul(shortcut, x, scale)
-        return _ResidualAdd.apply(shortcut, x, scale)
+        if self.drop_prob == 0. or not self.training:
+            return shortcut + x
+        keep_prob = 1 - self.drop_prob
+        scale = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep_prob)
+        if keep_prob > 0. and self.scale_by_keep:
+            scale.div_(keep_prob)
+        return torch.addcmul(shortcut, x, scale)
