@@ -8,6 +8,7 @@ other changes no dtype anywhere in a model. Like timm's, the output is channel-l
 (``torch.channels_last`` for 4-D maps) whatever the input layout; the Triton path reads either layout in place,
 without permute copies.
 """
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -36,7 +37,7 @@ _fwd_op = torch.library.custom_op('linzoo::layer_norm_2d_fwd', _fwd_impl, mutate
 
 @_fwd_op.register_fake
 def _fwd_fake(x, weight, bias, eps, out_dtype):
-    positions = x[0, 0].numel()
+    positions = math.prod(x.shape[2:])
     stats = x.new_empty(x.shape[0], positions, dtype=torch.float32)
     y = x.new_empty(x.shape[0], *x.shape[2:], x.shape[1], dtype=out_dtype)
     return y.movedim(-1, 1), stats, torch.empty_like(stats)

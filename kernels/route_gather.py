@@ -15,6 +15,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from ._grid import cdiv, next_pow2
+
 __all__ = ['route_gather', 'route_gather_op']
 
 
@@ -56,8 +58,8 @@ def _tile(channels: int, length: int, channels_contiguous: bool) -> Tuple[int, i
     """
     if channels_contiguous:
         return 32, 128, 4
-    block_j = min(512, triton.next_power_of_2(length))
-    return min(max(1, 2048 // block_j), triton.next_power_of_2(channels)), block_j, 2
+    block_j = min(512, next_pow2(length))
+    return min(max(1, 2048 // block_j), next_pow2(channels)), block_j, 2
 
 
 def route_gather(src: Tensor, index: Tensor, sum_routes: bool, channels_last: bool,
@@ -96,7 +98,7 @@ def route_gather(src: Tensor, index: Tensor, sum_routes: bool, channels_last: bo
     else:
         o_b, o_k, o_c, o_j = out.stride()
     block_c, block_j, warps = _tile(channels, length, s_c == 1)
-    grid = (triton.cdiv(length, block_j), triton.cdiv(channels, block_c), batch)
+    grid = (cdiv(length, block_j), cdiv(channels, block_c), batch)
     _route_gather_kernel[grid](
         src, index, out, channels, length, s_b, s_g, s_c, s_t, o_b, o_k, o_c, o_j,
         NUM_ROUTES=num_routes, SUM_ROUTES=sum_routes, BLOCK_C=block_c, BLOCK_J=block_j, num_warps=warps,

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from . import torch_backend
+from ._grid import cdiv, next_pow2
 from ._dispatch import announce, profiled, use_custom_op
 from .reference import selective_scan_oracle
 
@@ -91,10 +92,9 @@ def _fwd_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_hidden
     if backend == 'triton':
         _, block_l, _ = _triton_backend.launch_config(
             dstate, length, dim // B.shape[1], backward=False, rows=batch * dim)
-        n_chunks = -(-length // block_l)
+        n_chunks = cdiv(length, block_l)
         if n_chunks > 1:
-            n_pad = 1 << max(0, (dstate - 1).bit_length())
-            states = u.new_empty(batch, dim, n_chunks, n_pad, dtype=torch.float32)
+            states = u.new_empty(batch, dim, n_chunks, next_pow2(dstate), dtype=torch.float32)
     return out, last, states
 
 

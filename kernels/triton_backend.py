@@ -20,6 +20,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._grid import cdiv, next_pow2
+
 __all__ = ['launch_config', 'selective_scan_fwd', 'selective_scan_bwd']
 
 _LOG2E = 1.4426950408889634
@@ -240,10 +242,6 @@ def _selective_scan_bwd_kernel(
     tl.store(dbias_ptr + b * dim + d, dbias_acc, mask=d_mask)
 
 
-def _next_pow2(x: int) -> int:
-    return 1 << max(0, (x - 1).bit_length())
-
-
 def launch_config(
         dstate: int,
         length: int,
@@ -262,7 +260,7 @@ def launch_config(
     """
     if INTERPRET:
         # Tiny tiles keep the interpreter fast and make tests cross several chunks and masked tails.
-        return min(4, _next_pow2(dim_per_group)), min(16, _next_pow2(length)), 1
+        return min(4, next_pow2(dim_per_group)), min(16, next_pow2(length)), 1
     if dstate == 1:
         block_l = 32 if length <= 256 else 64
         block_d, warps = 4, 1
@@ -276,7 +274,7 @@ def launch_config(
     else:
         block_l = 16
         block_d, warps = 8, 1
-    return min(block_d, _next_pow2(dim_per_group)), block_l, warps
+    return min(block_d, next_pow2(dim_per_group)), block_l, warps
 
 
 def _or_dummy(dummy: torch.Tensor, *tensors: Optional[torch.Tensor]):
@@ -307,9 +305,9 @@ def selective_scan_fwd(
     groups, dstate = B.shape[1], B.shape[2]
     dim_per_group = dim // groups
     block_d, block_l, warps = launch_config(dstate, length, dim_per_group, backward=False, rows=batch * dim)
-    n_pad = _next_pow2(dstate)
-    n_chunks = triton.cdiv(length, block_l)
-    blocks_per_group = triton.cdiv(dim_per_group, block_d)
+    n_pad = next_pow2(dstate)
+    n_chunks = cdiv(length, block_l)
+    blocks_per_group = cdiv(dim_per_group, block_d)
     if return_hidden_states:
         out = torch.empty(batch, dim, dstate, length, device=u.device, dtype=out_dtype)
         s_out = out.stride()[:3]
@@ -354,9 +352,9 @@ def selective_scan_bwd(
     groups, dstate = B.shape[1], B.shape[2]
     dim_per_group = dim // groups
     block_d, block_l, warps = launch_config(dstate, length, dim_per_group, backward=True, rows=batch * dim)
-    n_pad = _next_pow2(dstate)
-    blocks_per_group = triton.cdiv(dim_per_group, block_d)
-    has_states = triton.cdiv(length, block_l) > 1
+    n_pad = next_pow2(dstate)
+    blocks_per_group = cdiv(dim_per_group, block_d)
+    has_states = cdiv(length, block_l) > 1
     if has_states and states.numel() == 0:
         raise RuntimeError('selective_scan backward: the forward did not save chunk states')
     f32 = dict(device=u.device, dtype=torch.float32)

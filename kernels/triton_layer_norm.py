@@ -7,11 +7,14 @@ own dtype and strides (channel-first or channel-last), computes in float32 and w
 (timm's strides). The backward recomputes the normalised input from the saved mean and 1/std and writes
 per-program partial sums for the weight and bias gradients (summed by torch in one reduction: deterministic).
 """
+import math
 from typing import Optional, Tuple
 
 import torch
 import triton
 import triton.language as tl
+
+from ._grid import cdiv, next_pow2
 
 __all__ = ['layer_norm_fwd', 'layer_norm_bwd']
 
@@ -93,15 +96,9 @@ def _layer_norm_bwd_kernel(
 
 def _tile(channels: int, positions: int) -> Tuple[int, int, int]:
     """(BLOCK_C, BLOCK_P, num_warps): all channels of about 4096 elements of positions per program."""
-    block_c = triton.next_power_of_2(channels)
-    block_p = max(1, min(triton.next_power_of_2(positions), 4096 // block_c))
+    block_c = next_pow2(channels)
+    block_p = max(1, min(next_pow2(positions), 4096 // block_c))
     return block_c, block_p, 8 if block_c * block_p >= 8192 else 4
-
-
-def _viewable(x: torch.Tensor) -> bool:
-    # The spatial dims merge into one position axis without a copy (channel-first or channel-last layouts).
-    sizes, strides = x.shape[2:], x.stride()[2:]
-    return all(strides[i] == strides[i + 1] * sizes[i + 1] or sizes[i + 1] == 1 for i in range(len(sizes) - 1))
 
 
 def layer_norm_fwd(
@@ -112,22 +109,24 @@ def layer_norm_fwd(
         out_dtype: torch.dtype,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """LayerNorm over dim 1 of a (B, C, *spatial) tensor; returns (y channel-last, mean, rstd) (B, P) float32."""
-    if not _viewable(x):
+    s_x = _bcp_strides(x)
+    if s_x is None:
         x = x.contiguous()
+        s_x = _bcp_strides(x)
     batch, channels = x.shape[:2]
-    positions = x[0, 0].numel()
+    positions = math.prod(x.shape[2:])
     # Channel-last output whatever the input layout, like timm's permute -> layer_norm -> permute (the next 1x1
     # convolutions take it without a layout conversion).
     y = torch.empty(batch, *x.shape[2:], channels, device=x.device, dtype=out_dtype).movedim(-1, 1)
     mean = torch.empty(batch, positions, device=x.device, dtype=torch.float32)
     rstd = torch.empty_like(mean)
     block_c, block_p, warps = _tile(channels, positions)
-    grid = (triton.cdiv(positions, block_p), batch)
+    grid = (cdiv(positions, block_p), batch)
     _layer_norm_fwd_kernel[grid](
         x, weight if weight is not None else x, bias if bias is not None else x, y, mean, rstd,
-        channels, positions, eps, *_bcp_strides(x), *_bcp_strides(y),
+        channels, positions, eps, *s_x, positions * channels, 1, channels,
         HAS_W=weight is not None, HAS_B=bias is not None, BLOCK_C=block_c, BLOCK_P=block_p,
-        AX=int(x.stride(1) == 1), num_warps=warps,
+        AX=int(s_x[1] == 1), num_warps=warps,
     )
     return y, mean, rstd
 
@@ -140,28 +139,41 @@ def layer_norm_bwd(
         rstd: torch.Tensor,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """(dx in x's layout and dtype, float32 (2, C) holding the weight and the bias gradient)."""
-    if not _viewable(x):
+    s_x, s_dy = _bcp_strides(x), _bcp_strides(dy)
+    if s_x is None:
         x = x.contiguous()
-    if not _viewable(dy):
+        s_x = _bcp_strides(x)
+    if s_dy is None:
         dy = dy.contiguous()
+        s_dy = _bcp_strides(dy)
     batch, channels = x.shape[:2]
-    positions = x[0, 0].numel()
+    positions = math.prod(x.shape[2:])
     block_c, block_p, warps = _tile(channels, positions)
-    n_blocks = triton.cdiv(positions, block_p)
+    n_blocks = cdiv(positions, block_p)
     dx = torch.empty_like(x)
     # Per-program partial sums of the weight (row block 0) and bias (row block 1) gradients: one torch sum.
     n_rows = batch * n_blocks
     partials = torch.empty(2, n_rows, channels, device=x.device, dtype=torch.float32)
     _layer_norm_bwd_kernel[(n_blocks, batch)](
         dy, x, weight if weight is not None else x, mean, rstd, dx, partials,
-        channels, positions, n_blocks, n_rows, *_bcp_strides(dy), *_bcp_strides(x), *_bcp_strides(dx),
+        channels, positions, n_blocks, n_rows, *s_dy, *s_x, *_bcp_strides(dx),
         HAS_W=weight is not None, BLOCK_C=block_c, BLOCK_P=block_p,
-        AX=int(x.stride(1) == 1), num_warps=warps,
+        AX=int(s_x[1] == 1), num_warps=warps,
     )
     return dx, partials.sum(1)
 
 
-def _bcp_strides(x: torch.Tensor) -> Tuple[int, int, int]:
-    """Strides of (batch, channel, position) for a tensor whose spatial dims merge (see ``_viewable``)."""
-    spatial = [stride for size, stride in zip(x.shape[2:], x.stride()[2:]) if size > 1]
-    return x.stride(0), x.stride(1), spatial[-1] if spatial else 1
+def _bcp_strides(x: torch.Tensor) -> Optional[Tuple[int, int, int]]:
+    """Strides of (batch, channel, position) when the spatial dims merge into one position axis without a copy
+    (channel-first or channel-last layouts), else None."""
+    sizes, strides = x.shape, x.stride()
+    position_stride, span = 1, None
+    for i in range(x.dim() - 1, 1, -1):
+        if sizes[i] == 1:
+            continue
+        if span is None:
+            position_stride = strides[i]
+        elif strides[i] != span:
+            return None
+        span = strides[i] * sizes[i]
+    return strides[0], strides[1], position_stride

@@ -59,6 +59,19 @@ def test_half_input_under_autocast_gives_the_dtype_and_values_of_layer_norm():
     assert layer_norm_2d(x, w, b, 1e-6, backend='triton').dtype == torch.float16
 
 
+@needs_triton
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_triton_takes_views_that_are_not_dense(channels_last):
+    """A channel slice of a larger map (e.g. one half of a projection's output) is normalised in place."""
+    x, w, b = make((2, 12, 4, 5), channels_last, (True, True))
+    view = x[:, 3:9]
+    y, grads = run(view, w[:6], b[:6], 'triton')
+    y_ref, grads_ref = run(view, w[:6], b[:6], 'torch')
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    for g, r in zip(grads, grads_ref):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize('backend', ['triton', 'torch'])
 def test_out_dtype_rounds_the_float32_result_once(backend):
     device = TRITON_DEVICE if backend == 'triton' else 'cpu'
