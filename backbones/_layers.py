@@ -35,8 +35,9 @@ class LayerNorm2d(_TimmLayerNorm2d):
 
     def forward(self, x: Tensor) -> Tensor:
         out_dtype = None
-        if self.autocast_output and torch.is_autocast_enabled(x.device.type):
-            out_dtype = torch.get_autocast_dtype(x.device.type)
+        device = x.device.type
+        if self.autocast_output and torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+            out_dtype = torch.get_autocast_dtype(device)
         return layer_norm_2d(x, self.weight, self.bias, self.eps, out_dtype=out_dtype)
 
 

@@ -299,8 +299,9 @@ def selective_scan(
 
 def _matmul_dtype(xs: Tensor, weight: Tensor) -> torch.dtype:
     """The dtype torch.matmul(weight, xs) computes in (autocast's, else the common one)."""
-    if torch.is_autocast_enabled(xs.device.type):
-        return torch.get_autocast_dtype(xs.device.type)
+    device = xs.device.type
+    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):  # (no autocast on meta)
+        return torch.get_autocast_dtype(device)
     return torch.promote_types(xs.dtype, weight.dtype)
 
 
