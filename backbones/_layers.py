@@ -27,10 +27,12 @@ class LayerNorm2d(_TimmLayerNorm2d):
         autocast_output: Under autocast, return the autocast dtype instead of float32. For norms whose output goes
             straight into a linear layer, which casts it to that dtype anyway: the same values without a float32
             write, a cast and the cast's backward.
+        **kwargs: Passed to ``nn.LayerNorm`` (``device``, ``dtype``), as timm's.
     """
 
-    def __init__(self, num_channels: int, eps: float = 1e-6, affine: bool = True, autocast_output: bool = False):
-        super().__init__(num_channels, eps=eps, affine=affine)
+    def __init__(self, num_channels: int, eps: float = 1e-6, affine: bool = True, autocast_output: bool = False,
+                 **kwargs):
+        super().__init__(num_channels, eps=eps, affine=affine, **kwargs)
         self.autocast_output = autocast_output
 
     def forward(self, x: Tensor) -> Tensor:

@@ -35,7 +35,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from kernels import projected_selective_scan, selective_scan
+from kernels import project_routes, projected_selective_scan, selective_scan
 
 __all__ = ['SelectiveSSM', 'ssm_no_weight_decay']
 
@@ -192,11 +192,8 @@ class SelectiveSSM(nn.Module):
         """
         x_proj_weight, dt_proj_weight, A, _, delta_bias = self._parameters_for(xs, route_offset)
         batch, routes, channels, length = xs.shape
-        # Per-route projections as broadcast batched GEMMs on the (B, K, C', L) sequences as they come: grouped
-        # 1x1 conv1d took twice as long on an H100 (benchmarks/models.md).
-        x_dbl = torch.matmul(x_proj_weight, xs)
-        dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
-        delta = torch.matmul(dt_proj_weight, dts)
+        x_dbl, delta = project_routes(xs, x_proj_weight, dt_proj_weight, self.dt_rank)
+        _, Bs, Cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
         out_dtype = torch.float32 if xs.dtype in _HALF else None
         h = selective_scan(
             xs.reshape(batch, routes * channels, length), delta.reshape(batch, routes * channels, length), A, Bs,

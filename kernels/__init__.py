@@ -4,10 +4,11 @@ block-diagonal / order-2 Monarch products."""
 from .monarch import blockdiag_matmul, blockdiag_to_dense, monarch_matmul, monarch_to_dense
 from .pinv import newton_pinv
 from .layer_norm import layer_norm_2d
-from .selective_scan import available_backends, projected_selective_scan, selective_scan
+from .selective_scan import available_backends, project_routes, projected_selective_scan, selective_scan
 from .reference import selective_scan_oracle
 
 __all__ = [
     'available_backends', 'blockdiag_matmul', 'blockdiag_to_dense', 'layer_norm_2d', 'monarch_matmul',
-    'monarch_to_dense', 'newton_pinv', 'projected_selective_scan', 'selective_scan', 'selective_scan_oracle',
+    'monarch_to_dense', 'newton_pinv', 'project_routes', 'projected_selective_scan', 'selective_scan',
+    'selective_scan_oracle',
 ]

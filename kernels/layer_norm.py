@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._dispatch import announce, profiled, use_custom_op
+from ._grid import bcp_strides
 
 __all__ = ['layer_norm_2d']
 
@@ -52,7 +53,9 @@ _bwd_op = torch.library.custom_op('linzoo::layer_norm_2d_bwd', _bwd_impl, mutate
 
 @_bwd_op.register_fake
 def _bwd_fake(dy, x, weight, mean, rstd):
-    return torch.empty_like(x), x.new_empty(2, x.shape[1], dtype=torch.float32)
+    # dx has x's strides, or contiguous ones where the kernel wrapper copied x (spatial dims that do not merge).
+    dx = torch.empty_like(x if bcp_strides(x) is not None else x.contiguous())
+    return dx, x.new_empty(2, x.shape[1], dtype=torch.float32)
 
 
 def _setup_context(ctx, inputs, output):

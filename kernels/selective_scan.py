@@ -17,7 +17,7 @@ from ._grid import cdiv, next_pow2
 from ._dispatch import announce, profiled, use_custom_op
 from .reference import selective_scan_oracle
 
-__all__ = ['available_backends', 'projected_selective_scan', 'selective_scan']
+__all__ = ['available_backends', 'project_routes', 'projected_selective_scan', 'selective_scan']
 
 _BACKENDS = ('triton', 'torch', 'oracle')
 
@@ -197,6 +197,38 @@ def _as_grouped(name: str, x: Tensor, batch: int, dim: int, length: int) -> Tens
     return x
 
 
+def _check_scan_params(
+        u: Tensor, A: Tensor, D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor],
+        out_dtype: Optional[torch.dtype], others: Tuple[Tuple[str, Optional[Tensor]], ...] = (),
+) -> int:
+    """Checks shared by ``selective_scan`` and ``projected_selective_scan``: u (batch, D, L) non-empty, A (D, N),
+    D and delta_bias (D,), z (batch, D, L), every tensor on u's device, out_dtype; returns N."""
+    _check_float('u', u)
+    if u.dim() != 3:
+        raise ValueError(f'selective_scan: u must be (batch, D, L), got shape {tuple(u.shape)}')
+    batch, dim, length = u.shape
+    if length == 0 or batch == 0 or dim == 0:
+        raise ValueError(f'selective_scan: u must be non-empty (batch, D, L), got shape {tuple(u.shape)}')
+    _check_float('A', A)
+    if A.dim() != 2 or A.shape[0] != dim:
+        raise ValueError(f'selective_scan: A must be (D={dim}, N), got shape {tuple(A.shape)}')
+    for name, x in (('D', D), ('delta_bias', delta_bias)):
+        if x is not None:
+            _check_float(name, x)
+            _check_shape(name, x, (dim,), '(D,)')
+    if z is not None:
+        _check_float('z', z)
+        _check_shape('z', z, (batch, dim, length), '(batch, D, L)')
+    for name, x in (('A', A), ('D', D), ('z', z), ('delta_bias', delta_bias)) + others:
+        if x is not None and x.device != u.device:
+            raise ValueError(f'selective_scan: {name} is on {x.device} but u is on {u.device}; '
+                             'move all inputs to one device')
+    if out_dtype not in (None, u.dtype, torch.float32):
+        raise ValueError(f'selective_scan: out_dtype must be None, u.dtype ({u.dtype}) or torch.float32, '
+                         f'got {out_dtype}')
+    return A.shape[1]
+
+
 def selective_scan(
         u: Tensor,
         delta: Tensor,
@@ -237,18 +269,10 @@ def selective_scan(
     Returns:
         out (batch, D, L), or h (batch, D, N, L); and the last state when ``return_last_state``.
     """
-    _check_float('u', u)
-    if u.dim() != 3:
-        raise ValueError(f'selective_scan: u must be (batch, D, L), got shape {tuple(u.shape)}')
+    dstate = _check_scan_params(u, A, D, z, delta_bias, out_dtype, (('delta', delta), ('B', B), ('C', C)))
     batch, dim, length = u.shape
-    if length == 0 or batch == 0 or dim == 0:
-        raise ValueError(f'selective_scan: u must be non-empty (batch, D, L), got shape {tuple(u.shape)}')
     _check_float('delta', delta)
     _check_shape('delta', delta, (batch, dim, length), '(batch, D, L)')
-    _check_float('A', A)
-    if A.dim() != 2 or A.shape[0] != dim:
-        raise ValueError(f'selective_scan: A must be (D={dim}, N), got shape {tuple(A.shape)}')
-    dstate = A.shape[1]
     B = _as_grouped('B', B, batch, dim, length)
     if B.shape[2] != dstate:
         raise ValueError(f'selective_scan: B has N={B.shape[2]} states but A has N={dstate}')
@@ -263,21 +287,6 @@ def selective_scan(
         C = _as_grouped('C', C, batch, dim, length)
         if C.shape[2] != dstate:
             raise ValueError(f'selective_scan: C has N={C.shape[2]} states but A has N={dstate}')
-    for name, x in (('D', D), ('delta_bias', delta_bias)):
-        if x is not None:
-            _check_float(name, x)
-            _check_shape(name, x, (dim,), '(D,)')
-    if z is not None:
-        _check_float('z', z)
-        _check_shape('z', z, (batch, dim, length), '(batch, D, L)')
-    for name, x in (('delta', delta), ('A', A), ('B', B), ('C', C), ('D', D), ('z', z),
-                    ('delta_bias', delta_bias)):
-        if x is not None and x.device != u.device:
-            raise ValueError(f'selective_scan: {name} is on {x.device} but u is on {u.device}; '
-                             'move all inputs to one device')
-    if out_dtype not in (None, u.dtype, torch.float32):
-        raise ValueError(f'selective_scan: out_dtype must be None, u.dtype ({u.dtype}) or torch.float32, '
-                         f'got {out_dtype}')
     backend = _pick_backend(u, backend)
 
     if backend == 'oracle':
@@ -305,8 +314,15 @@ def _matmul_dtype(xs: Tensor, weight: Tensor) -> torch.dtype:
     return torch.promote_types(xs.dtype, weight.dtype)
 
 
-def _project(xs: Tensor, x_proj_weight: Tensor, dt_proj_weight: Tensor, dt_rank: int) -> Tuple[Tensor, Tensor]:
-    """(x_dbl (batch, K, R + 2N, L), delta (batch, K, C', L)): one broadcast GEMM per projection."""
+def project_routes(
+        xs: Tensor, x_proj_weight: Tensor, dt_proj_weight: Tensor, dt_rank: int,
+) -> Tuple[Tensor, Tensor]:
+    """Mamba's input-dependent projections of route sequences (batch, K, C', L), per route k:
+    ``x_dbl = x_proj_weight[k] @ xs[:, k]`` (rows: dt, B, C) and ``delta = dt_proj_weight[k] @ dt``.
+
+    Returns (x_dbl (batch, K, R + 2N, L), delta (batch, K, C', L)); one broadcast GEMM per projection ((K, out, in)
+    weights over the batch; grouped 1x1 conv1d took twice as long on an H100, benchmarks/models.md).
+    """
     x_dbl = torch.matmul(x_proj_weight, xs)
     return x_dbl, torch.matmul(dt_proj_weight, x_dbl[:, :, :dt_rank])
 
@@ -321,7 +337,7 @@ class _ProjectedScanFunction(torch.autograd.Function):
         dt_rank, dstate = dt_proj_weight.shape[-1], A.shape[1]
         # Weights in the GEMM dtype (autocast's cast, done here so that the backward reuses it).
         w_x, w_dt = x_proj_weight.to(xs.dtype), dt_proj_weight.to(xs.dtype)
-        x_dbl, delta = _project(xs, w_x, w_dt, dt_rank)
+        x_dbl, delta = project_routes(xs, w_x, w_dt, dt_rank)
         _, Bs, Cs = torch.split(x_dbl, [dt_rank, dstate, dstate], dim=2)
         u, delta = xs.reshape(batch, routes * channels, length), delta.reshape(batch, routes * channels, length)
         out, _, states = _fwd_impl(u, delta, A, Bs, Cs, D, z, delta_bias, True, False, out_float32, backend)
@@ -397,6 +413,9 @@ def projected_selective_scan(
         if w.dim() != 3 or w.shape[0] not in (1, routes):
             raise ValueError(f'projected_selective_scan: {name} must be (K={routes} or 1, out, in), got shape '
                              f'{tuple(w.shape)}')
+    if x_proj_weight.shape[0] != dt_proj_weight.shape[0]:
+        raise ValueError(f'projected_selective_scan: x_proj_weight and dt_proj_weight must both be per route '
+                         f'(K={routes}) or both shared (1), got {x_proj_weight.shape[0]} and {dt_proj_weight.shape[0]}')
     dt_rank = dt_proj_weight.shape[2]
     _check_shape('x_proj_weight', x_proj_weight, (x_proj_weight.shape[0], dt_rank + 2 * dstate, channels),
                  '(K or 1, R + 2N, C\')')
@@ -404,26 +423,15 @@ def projected_selective_scan(
     fused = (backend != 'oracle' and not use_custom_op() and xs.stride(-1) == 1
              and _matmul_dtype(xs, x_proj_weight) == xs.dtype == _matmul_dtype(xs, dt_proj_weight))
     if not fused:
-        x_dbl, delta = _project(xs, x_proj_weight, dt_proj_weight, dt_rank)
+        x_dbl, delta = project_routes(xs, x_proj_weight, dt_proj_weight, dt_rank)
         _, Bs, Cs = torch.split(x_dbl, [dt_rank, dstate, dstate], dim=2)
         return selective_scan(
             xs.reshape(batch, routes * channels, length), delta.reshape(batch, routes * channels, length), A, Bs,
             Cs, D, z, delta_bias, delta_softplus=True, out_dtype=out_dtype, backend=backend)
-    # The checks of selective_scan for A, D, z and delta_bias (B and C are built here).
-    dim = routes * channels
-    _check_float('A', A)
-    _check_shape('A', A, (dim, dstate), '(K C\', N)')
-    for name, x in (('D', D), ('delta_bias', delta_bias)):
-        if x is not None:
-            _check_float(name, x)
-            _check_shape(name, x, (dim,), '(K C\',)')
-    if z is not None:
-        _check_float('z', z)
-        _check_shape('z', z, (batch, dim, length), '(batch, K C\', L)')
-        z = _last_dim_contiguous(z)
-    if out_dtype not in (None, xs.dtype, torch.float32):
-        raise ValueError(f'projected_selective_scan: out_dtype must be None, xs.dtype ({xs.dtype}) or '
-                         f'torch.float32, got {out_dtype}')
+    # selective_scan's checks of everything but delta, B and C (built inside the node from checked weights).
+    _check_scan_params(xs.reshape(batch, routes * channels, length), A, D, z, delta_bias, out_dtype,
+                       (('x_proj_weight', x_proj_weight), ('dt_proj_weight', dt_proj_weight)))
+    z = _last_dim_contiguous(z)
     backend = _pick_backend(xs, backend)
     with profiled('linzoo::selective_scan_fwd'):
         return _ProjectedScanFunction.apply(

@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._grid import cdiv, next_pow2
+from ._grid import bcp_strides, cdiv, next_pow2
 
 __all__ = ['layer_norm_fwd', 'layer_norm_bwd']
 
@@ -109,10 +109,10 @@ def layer_norm_fwd(
         out_dtype: torch.dtype,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """LayerNorm over dim 1 of a (B, C, *spatial) tensor; returns (y channel-last, mean, rstd) (B, P) float32."""
-    s_x = _bcp_strides(x)
+    s_x = bcp_strides(x)
     if s_x is None:
         x = x.contiguous()
-        s_x = _bcp_strides(x)
+        s_x = bcp_strides(x)
     batch, channels = x.shape[:2]
     positions = math.prod(x.shape[2:])
     # Channel-last output whatever the input layout, like timm's permute -> layer_norm -> permute (the next 1x1
@@ -139,13 +139,13 @@ def layer_norm_bwd(
         rstd: torch.Tensor,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """(dx in x's layout and dtype, float32 (2, C) holding the weight and the bias gradient)."""
-    s_x, s_dy = _bcp_strides(x), _bcp_strides(dy)
+    s_x, s_dy = bcp_strides(x), bcp_strides(dy)
     if s_x is None:
         x = x.contiguous()
-        s_x = _bcp_strides(x)
+        s_x = bcp_strides(x)
     if s_dy is None:
         dy = dy.contiguous()
-        s_dy = _bcp_strides(dy)
+        s_dy = bcp_strides(dy)
     batch, channels = x.shape[:2]
     positions = math.prod(x.shape[2:])
     block_c, block_p, warps = _tile(channels, positions)
@@ -156,24 +156,8 @@ def layer_norm_bwd(
     partials = torch.empty(2, n_rows, channels, device=x.device, dtype=torch.float32)
     _layer_norm_bwd_kernel[(n_blocks, batch)](
         dy, x, weight if weight is not None else x, mean, rstd, dx, partials,
-        channels, positions, n_blocks, n_rows, *s_dy, *s_x, *_bcp_strides(dx),
+        channels, positions, n_blocks, n_rows, *s_dy, *s_x, *bcp_strides(dx),
         HAS_W=weight is not None, BLOCK_C=block_c, BLOCK_P=block_p,
         AX=int(s_x[1] == 1), num_warps=warps,
     )
     return dx, partials.sum(1)
-
-
-def _bcp_strides(x: torch.Tensor) -> Optional[Tuple[int, int, int]]:
-    """Strides of (batch, channel, position) when the spatial dims merge into one position axis without a copy
-    (channel-first or channel-last layouts), else None."""
-    sizes, strides = x.shape, x.stride()
-    position_stride, span = 1, None
-    for i in range(x.dim() - 1, 1, -1):
-        if sizes[i] == 1:
-            continue
-        if span is None:
-            position_stride = strides[i]
-        elif strides[i] != span:
-            return None
-        span = strides[i] * sizes[i]
-    return strides[0], strides[1], position_stride

@@ -99,6 +99,7 @@ def test_layer_norm_2d_module_with_autocast_output_returns_the_autocast_dtype():
     assert y.dtype == torch.bfloat16
     torch.testing.assert_close(y, norm(x).bfloat16(), rtol=0, atol=0)
     assert norm(x).dtype == torch.float32  # outside autocast, the input's dtype
+    assert LayerNorm2d(6, device='meta', dtype=torch.float16).weight.dtype == torch.float16  # timm's kwargs
 
 
 @needs_triton

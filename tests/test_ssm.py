@@ -261,3 +261,7 @@ def test_projected_scan_rejects_mismatched_weights():
         projected_selective_scan(xs, torch.randn(2, 6, 5), torch.randn(3, 5, 2), -torch.ones(15, 2))
     with pytest.raises(ValueError, match=r"x_proj_weight must have shape \(K or 1, R \+ 2N, C'\)"):
         projected_selective_scan(xs, torch.randn(3, 7, 5), torch.randn(3, 5, 2), -torch.ones(15, 2))
+    with pytest.raises(ValueError, match='must both be per route'):
+        projected_selective_scan(xs, torch.randn(1, 6, 5), torch.randn(3, 5, 2), -torch.ones(15, 2))
+    with pytest.raises(ValueError, match=r'u must be non-empty'):
+        projected_selective_scan(xs[:0], torch.randn(3, 6, 5), torch.randn(3, 5, 2), -torch.ones(15, 2))
