@@ -117,8 +117,9 @@ class _PermuteRoutes(torch.autograd.Function):
     ) -> Tensor:
         ctx.save_for_backward(index, inverse)
         ctx.to_routes, ctx.keep_routes, ctx.token_dim = to_routes, keep_routes, token_dim
-        # The gradient of a channels_last map goes back channels_last (else the conv before the scan converts it).
-        ctx.channels_contiguous_in = token_dim == -1 and x.stride(-2) == 1 and x.shape[-1] > 1
+        # The gradient of a channels_last map goes back channels_last (else the conv before the scan converts it);
+        # one source map only: with channel groups (G > 1) channels_last interleaves the groups per token.
+        ctx.channels_contiguous_in = token_dim == -1 and x.shape[1] == 1 and x.stride(-2) == 1 and x.shape[-1] > 1
         if _use_triton(x):
             args = (index, False) if to_routes else (inverse, not keep_routes and x.shape[1] > 1)
             args += (token_dim == -2, channels_contiguous_out)
