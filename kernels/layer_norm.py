@@ -14,6 +14,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from ._dispatch import announce, profiled, use_custom_op
 from ._grid import bcp_strides
@@ -86,6 +87,7 @@ class _LayerNorm2dFunction(torch.autograd.Function):
         return output
 
     @staticmethod
+    @once_differentiable  # like the custom op: the backward kernel has no derivative of its own
     def backward(ctx, dy, dmean, drstd):
         with profiled('linzoo::layer_norm_2d_bwd'):
             return _backward(ctx, dy, dmean, drstd)

@@ -11,6 +11,7 @@ from typing import Optional, Tuple, Union
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from . import torch_backend
 from ._grid import cdiv, next_pow2
@@ -157,6 +158,7 @@ class _SelectiveScanFunction(torch.autograd.Function):
         return output
 
     @staticmethod
+    @once_differentiable  # like the custom op: the backward kernel has no derivative of its own
     def backward(ctx, dout, dlast, dstates):
         with profiled('linzoo::selective_scan_bwd'):
             return _backward(ctx, dout, dlast, dstates)
@@ -347,6 +349,7 @@ class _ProjectedScanFunction(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # the scan's backward kernel has no derivative of its own
     def backward(ctx, dout):
         xs, x_dbl, delta, A, D, z, delta_bias, states, w_x, w_dt = ctx.saved_tensors
         batch, routes, channels, length = xs.shape
@@ -357,20 +360,24 @@ class _ProjectedScanFunction(torch.autograd.Function):
                 dout.contiguous(), xs.reshape(batch, routes * channels, length), delta, A, Bs, Cs, D, z,
                 delta_bias, states, True, False, ctx.backend)
         ddelta = ddelta.view(batch, routes, channels, length)
-        dx_dbl = torch.cat([torch.matmul(w_dt.transpose(-1, -2), ddelta), dB.to(xs.dtype), dC.to(xs.dtype)], 2)
+        needs_xs, needs_w_x, needs_w_dt = ctx.needs_input_grad[:3]
+        x_dtype, dt_dtype = ctx.param_dtypes
         # Weight gradients: per-sample GEMMs summed over the batch (and over the routes of a shared weight).
         shared = (0, 1) if w_x.shape[0] == 1 else (0,)
-        dw_dt = torch.matmul(ddelta, dts.transpose(-1, -2)).sum(shared)
-        dw_x = torch.matmul(dx_dbl, xs.transpose(-1, -2)).sum(shared)
-        # dxs = du + w_x^T dx_dbl, the sum inside the GEMM.
-        w_x_t = w_x.transpose(-1, -2).expand(batch, routes, channels, -1).reshape(batch * routes, channels, -1)
-        dxs = torch.baddbmm(du.view(batch * routes, channels, length), w_x_t,
-                            dx_dbl.view(batch * routes, -1, length)).view(batch, routes, channels, length)
-        x_dtype, dt_dtype = ctx.param_dtypes
-        return (dxs, dw_x.view(w_x.shape).to(x_dtype), dw_dt.view(w_dt.shape).to(dt_dtype),
-                dA if ctx.needs_input_grad[3] else None, dD if D is not None else None,
+        dw_x = dw_dt = dxs = None
+        if needs_w_dt:
+            dw_dt = torch.matmul(ddelta, dts.transpose(-1, -2)).sum(shared).view(w_dt.shape).to(dt_dtype)
+        if needs_xs or needs_w_x:
+            dx_dbl = torch.cat([torch.matmul(w_dt.transpose(-1, -2), ddelta), dB.to(xs.dtype), dC.to(xs.dtype)], 2)
+            if needs_w_x:
+                dw_x = torch.matmul(dx_dbl, xs.transpose(-1, -2)).sum(shared).view(w_x.shape).to(x_dtype)
+            if needs_xs:
+                # dxs = du + w_x^T dx_dbl, the sum inside the GEMM.
+                w_x_t = w_x.transpose(-1, -2).expand(batch, routes, channels, -1).reshape(batch * routes, channels, -1)
+                dxs = torch.baddbmm(du.view(batch * routes, channels, length), w_x_t,
+                                    dx_dbl.view(batch * routes, -1, length)).view(batch, routes, channels, length)
+        return (dxs, dw_x, dw_dt, dA if ctx.needs_input_grad[3] else None, dD if D is not None else None,
                 dz if z is not None else None, dbias if delta_bias is not None else None, None, None)
-
 
 def projected_selective_scan(
         xs: Tensor,

@@ -253,6 +253,11 @@ def test_projected_scan_node_equals_the_composition_of_matmuls_and_selective_sca
         results.append([y] + list(torch.autograd.grad(y, inputs, dout)))
     for fused, composed in zip(*results):
         torch.testing.assert_close(fused, composed, rtol=1e-10, atol=1e-10)
+    # Frozen projections (fine-tuning): no weight gradients, the same input gradient.
+    w_x.requires_grad_(False)
+    w_dt.requires_grad_(False)
+    y = projected_selective_scan(xs, w_x, w_dt, A, D, z=z, delta_bias=bias, backend='torch')
+    torch.testing.assert_close(torch.autograd.grad(y, xs, dout)[0], results[1][1], rtol=1e-10, atol=1e-10)
 
 
 def test_projected_scan_rejects_mismatched_weights():
