@@ -146,12 +146,20 @@ class SelectiveSSM(nn.Module):
         if route_offset < 0 or route_offset + routes > self.num_routes:
             raise ValueError(f'SelectiveSSM has {self.num_routes} route groups; routes [{route_offset}, '
                              f'{route_offset + routes}) requested by route_offset={route_offset} and K={routes}')
-        group = slice(0, 1) if self.shared_proj else slice(route_offset, route_offset + routes)
-        delta_bias = self.dt_projs_bias.expand(routes, channels) if self.shared_proj else self.dt_projs_bias[group]
-        chans = slice(route_offset * channels, (route_offset + routes) * channels)
-        A = -torch.exp(self.A_logs[chans].float())
-        return (self.x_proj_weight[group], self.dt_projs_weight[group], A, self.Ds[chans].float(),
-                delta_bias.reshape(-1).float())
+        x_proj_weight, dt_projs_weight, dt_projs_bias = self.x_proj_weight, self.dt_projs_weight, self.dt_projs_bias
+        A_logs, Ds = self.A_logs, self.Ds
+        # Slice only for a subset of the route groups (MSVMamba's branches): a slice's backward zero-fills and copies
+        # a full-size gradient, for nothing when every group is used.
+        if route_offset != 0 or routes != self.num_routes:
+            chans = slice(route_offset * channels, (route_offset + routes) * channels)
+            A_logs, Ds = A_logs[chans], Ds[chans]
+            if not self.shared_proj:
+                group = slice(route_offset, route_offset + routes)
+                x_proj_weight, dt_projs_weight, dt_projs_bias = (
+                    x_proj_weight[group], dt_projs_weight[group], dt_projs_bias[group])
+        if self.shared_proj:
+            dt_projs_bias = dt_projs_bias.expand(routes, channels)
+        return x_proj_weight, dt_projs_weight, -torch.exp(A_logs.float()), Ds.float(), dt_projs_bias.reshape(-1).float()
 
     def forward(self, xs: Tensor, z: Optional[Tensor] = None, route_offset: int = 0) -> Tensor:
         """Scan the route sequences.
