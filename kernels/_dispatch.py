@@ -1,8 +1,10 @@
 """How the kernel families dispatch: say once which backend is in use, and when to skip the custom ops."""
 import contextlib
 import logging
+from typing import Callable, Type
 
 import torch
+from torch.autograd.function import once_differentiable
 from torch.profiler import record_function
 from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
@@ -35,3 +37,34 @@ def profiled(name: str):
     microseconds of CPU, paid ~240 times per VMamba-T training step when nobody is looking.
     """
     return record_function(name) if torch._C._autograd._profiler_enabled() else contextlib.nullcontext()
+
+
+def eager_function(
+        name: str,
+        op_name: str,
+        forward_impl: Callable,
+        setup_context: Callable,
+        backward: Callable,
+) -> Type[torch.autograd.Function]:
+    """The ``torch.autograd.Function`` named ``name`` that runs a custom op's forward implementation, context setup
+    and backward without the op's dispatch, for eager calls (see ``use_custom_op``).
+
+    Outputs after the first are non-differentiable; the backward is once-differentiable (the kernels have no
+    derivative of their own); both directions are named ``{op_name}_fwd`` / ``_bwd`` in profiles, like the op.
+    """
+    def forward(ctx, *inputs):
+        with profiled(f'{op_name}_fwd'):
+            output = forward_impl(*inputs)
+        setup_context(ctx, inputs, output)
+        ctx.mark_non_differentiable(*output[1:])
+        return output
+
+    @once_differentiable
+    def backward_(ctx, *grads):
+        with profiled(f'{op_name}_bwd'):
+            return backward(ctx, *grads)
+
+    # Built with type() so that autograd names the backward node after ``name`` (e.g. in profiles).
+    return type(name, (torch.autograd.Function,), {
+        '__doc__': f'Eager ``{op_name}``: the custom op without its dispatch.',
+        'forward': staticmethod(forward), 'backward': staticmethod(backward_)})

@@ -14,9 +14,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
-from ._dispatch import announce, profiled, use_custom_op
+from ._dispatch import announce, eager_function, use_custom_op
 from ._grid import bcp_strides
 
 __all__ = ['layer_norm_2d']
@@ -75,22 +74,8 @@ def _backward(ctx, dy, dmean, drstd):
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-class _LayerNorm2dFunction(torch.autograd.Function):
-    """The custom op's forward and backward without its dispatch, for eager calls (see ``use_custom_op``)."""
-
-    @staticmethod
-    def forward(ctx, *inputs):
-        with profiled('linzoo::layer_norm_2d_fwd'):  # named like the op in profiles
-            output = _fwd_impl(*inputs)
-        _setup_context(ctx, inputs, output)
-        ctx.mark_non_differentiable(output[1], output[2])
-        return output
-
-    @staticmethod
-    @once_differentiable  # like the custom op: the backward kernel has no derivative of its own
-    def backward(ctx, dy, dmean, drstd):
-        with profiled('linzoo::layer_norm_2d_bwd'):
-            return _backward(ctx, dy, dmean, drstd)
+_LayerNorm2dFunction = eager_function(
+    '_LayerNorm2dFunction', 'linzoo::layer_norm_2d', _fwd_impl, _setup_context, _backward)
 
 
 def layer_norm_2d(
