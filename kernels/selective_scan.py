@@ -14,8 +14,8 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from . import torch_backend
-from ._grid import cdiv, next_pow2
 from ._dispatch import announce, eager_function, profiled, use_custom_op
+from ._grid import cdiv, next_pow2
 from .reference import selective_scan_oracle
 
 __all__ = ['available_backends', 'project_routes', 'projected_selective_scan', 'selective_scan']
