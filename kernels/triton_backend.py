@@ -3,12 +3,13 @@
 One program owns BLOCK_D channels of one (batch, group) and walks the sequence in chunks of BLOCK_L tokens,
 scanning each chunk with ``tl.associative_scan`` over (decay, input) pairs in float32 and carrying the state
 between chunks. Compared with mamba_ssm's CUDA kernel (one block per channel, a loop over states) this
-loads each B/C row once for BLOCK_D channels and reduces dB/dC over those channels before one atomic add.
+loads each B/C row once for BLOCK_D channels and reduces dB/dC over those channels before one store.
 
 The forward saves the state at every chunk start (batch, D, n_chunks, N_PAD) so the backward can walk the
 chunks in reverse, recompute each chunk's states from its start state, and run the adjoint scan
 ``g_t = v_t + a_{t+1} g_{t+1}`` with a carry. dA, dD and the delta-bias gradient are written as per-batch
-partials and summed by torch (deterministic); dB and dC use float32 atomics.
+partials and summed by torch (deterministic); so are dB and dC where a group has many programs, else they
+are added atomically into one float32 row (``partial_slots``).
 
 Padded positions (tail of the last chunk, channels past the group) are forced to the identity element
 (a=1, b=0) *after* bias and softplus (the failure mode of mamba_ssm issue #368).
@@ -26,6 +27,10 @@ __all__ = ['launch_config', 'selective_scan_fwd', 'selective_scan_bwd']
 
 _LOG2E = 1.4426950408889634
 INTERPRET = os.environ.get('TRITON_INTERPRET', '0') == '1'
+# Memory for the backward's per-program dB / dC partial sums (see partial_slots); VMamba-T stage 1 at batch
+# 128 needs 616 MB.
+PARTIAL_BYTES = 2 ** 30
+PARTIAL_MIN_PROGRAMS = 16
 
 
 @triton.jit
@@ -50,6 +55,14 @@ def _load_dt(delta_ptr, offs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.c
     if SOFTPLUS:
         dt = _softplus(raw)
     return raw, tl.where(mask, dt, 0.0)
+
+
+@triton.jit
+def _add_partial(ptr, value, mask, ATOMIC: tl.constexpr):
+    if ATOMIC:
+        tl.atomic_add(ptr, value, mask=mask)
+    else:
+        tl.store(ptr, value, mask=mask)
 
 
 @triton.jit
@@ -127,12 +140,12 @@ def _selective_scan_fwd_kernel(
 def _selective_scan_bwd_kernel(
         u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, states_ptr,
         du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
-        L, dim, dim_per_group, blocks_per_group, groups,
+        L, dim, dim_per_group, blocks_per_group, groups, slots,
         s_u_b, s_u_d, s_dt_b, s_dt_d, s_B_b, s_B_g, s_B_n, s_C_b, s_C_g, s_C_n, s_z_b, s_z_d,
         s_do_b, s_do_d, s_do_n,
         N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-        STATES_OUT: tl.constexpr, HAS_STATES: tl.constexpr,
+        STATES_OUT: tl.constexpr, HAS_STATES: tl.constexpr, ATOMIC: tl.constexpr,
 ):
     pid = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -160,8 +173,11 @@ def _selective_scan_bwd_kernel(
     du_base = du_ptr + (b * dim + d[:, None]) * L
     ddt_base = ddelta_ptr + (b * dim + d[:, None]) * L
     dz_base = dz_ptr + (b * dim + d[:, None]) * L
-    dB_base = dB_ptr + (b * groups + g) * N * L
-    dC_base = dC_ptr + (b * groups + g) * N * L
+    # dB / dC sums over this program's channels go to a row of its own (plain stores, summed by torch) or, with
+    # one slot, to the (batch, group) row shared by all programs of the group (atomic adds).
+    slot = (pid % blocks_per_group) % slots
+    dB_base = dB_ptr + ((b * groups + g) * slots + slot) * N * L
+    dC_base = dC_ptr + ((b * groups + g) * slots + slot) * N * L
     n_chunks = tl.cdiv(L, BLOCK_L)
     st_base = states_ptr + ((b * dim + d) * n_chunks) * N_PAD
 
@@ -208,7 +224,7 @@ def _selective_scan_bwd_kernel(
                 Cn = tl.load(C_base + n * s_C_n + t, mask=t_mask, other=0.0).to(tl.float32)
                 v = dy * Cn[None, :]
                 y += hh * Cn[None, :]
-                tl.atomic_add(dC_base + n * L + t, tl.sum(hh * dy, axis=0), mask=t_mask)
+                _add_partial(dC_base + n * L + t, tl.sum(hh * dy, axis=0), t_mask, ATOMIC)
             a_next = tl.exp2(dt_next * A2n[:, None])
             ra, rg = tl.associative_scan((a_next, v), axis=1, combine_fn=_combine, reverse=True)
             carry_n = tl.sum(tl.where(nn[None, :] == n, carry, 0.0), axis=1)
@@ -218,7 +234,7 @@ def _selective_scan_bwd_kernel(
             ddt += g_ah * An[:, None]
             dA_n = tl.sum(g_ah * dt, axis=1)
             dA_acc = tl.where(nn[None, :] == n, dA_acc + dA_n[:, None], dA_acc)
-            tl.atomic_add(dB_base + n * L + t, tl.sum(gg * dtu, axis=0), mask=t_mask)
+            _add_partial(dB_base + n * L + t, tl.sum(gg * dtu, axis=0), t_mask, ATOMIC)
             g_first = tl.sum(tl.where(j[None, :] == 0, gg, 0.0), axis=1)
             carry = tl.where(nn[None, :] == n, g_first[:, None], carry)
         du = gB * dt
@@ -275,6 +291,26 @@ def launch_config(
         block_l = 16
         block_d, warps = 8, 1
     return min(block_d, next_pow2(dim_per_group)), block_l, warps
+
+
+def partial_slots(batch: int, groups: int, dstate: int, length: int, blocks_per_group: int, has_c: bool) -> int:
+    """Rows of float32 dB / dC sums per (batch, group) in the backward: one per program (plain stores, summed by
+    torch, deterministic) where a group has many programs and the rows fit in ``PARTIAL_BYTES``, else one row
+    that the group's programs add to atomically.
+
+    Many programs adding to the same addresses serialise: on Vim-T (48 programs per group) that was 42% of the
+    backward's time, and 20-45% at VMamba-T's stages. Rows shared by a few programs each were slower still (more
+    atomics in flight plus the zero fill), and with few programs per group (vanilla VMamba, 6) the single
+    atomic row is ~2% faster (H100 sweep, benchmarks/selective_scan.md).
+    """
+    row_bytes = batch * groups * dstate * length * 4 * (2 if has_c else 1)
+    if blocks_per_group >= PARTIAL_MIN_PROGRAMS and blocks_per_group * row_bytes <= PARTIAL_BYTES:
+        return blocks_per_group
+    return 1
+
+
+def _sum_slots(partials: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return (partials[:, :, 0] if partials.shape[2] == 1 else partials.sum(2)).to(dtype)
 
 
 def _or_dummy(dummy: torch.Tensor, *tensors: Optional[torch.Tensor]):
@@ -362,8 +398,10 @@ def selective_scan_bwd(
     ddelta = torch.empty(batch, dim, length, device=u.device, dtype=delta.dtype)
     dz = torch.empty(batch, dim, length, device=u.device, dtype=z.dtype) if z is not None else None
     dA = torch.empty(batch, dim, dstate, **f32)
-    dB = torch.zeros(batch, groups, dstate, length, **f32)
-    dC = torch.zeros(batch, groups, dstate, length, **f32) if C is not None else None
+    slots = partial_slots(batch, groups, dstate, length, blocks_per_group, C is not None)
+    new_partials = torch.zeros if slots == 1 else torch.empty
+    dB = new_partials(batch, groups, slots, dstate, length, **f32)
+    dC = new_partials(batch, groups, slots, dstate, length, **f32) if C is not None else None
     dD = torch.empty(batch, dim, **f32)
     dbias = torch.empty(batch, dim, **f32)
     if return_hidden_states:
@@ -375,15 +413,15 @@ def selective_scan_bwd(
     _selective_scan_bwd_kernel[grid](
         u, delta, A32, B, *_or_dummy(u, C, D, z, delta_bias), dout, states,
         du, ddelta, *_or_dummy(du, dz), dA, dB, *_or_dummy(dB, dC), dD, dbias,
-        length, dim, dim_per_group, blocks_per_group, groups,
+        length, dim, dim_per_group, blocks_per_group, groups, slots,
         *_strides(u, 2), *_strides(delta, 2), *_strides(B, 3), *_strides(C, 3), *_strides(z, 2), *s_do,
         N=dstate, N_PAD=n_pad, BLOCK_D=block_d, BLOCK_L=block_l,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
-        STATES_OUT=return_hidden_states, HAS_STATES=has_states,
+        STATES_OUT=return_hidden_states, HAS_STATES=has_states, ATOMIC=slots == 1,
         num_warps=warps,
     )
     return (
-        du, ddelta, dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype) if dC is not None else None,
+        du, ddelta, dA.sum(0).to(A.dtype), _sum_slots(dB, B.dtype), _sum_slots(dC, C.dtype) if dC is not None else None,
         dD.sum(0).to(D.dtype) if D is not None else None, dz,
         dbias.sum(0).to(delta_bias.dtype) if delta_bias is not None else None,
     )

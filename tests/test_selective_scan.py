@@ -94,6 +94,19 @@ def test_cpu_backend_matches_oracle(backend, case):
     check_against_oracle(make_inputs(**make_kwargs), rtol=6e-4, atol=2e-3, backend=backend, **kwargs)
 
 
+@pytest.mark.skipif(TRITON_DEVICE is None, reason='needs CUDA or TRITON_INTERPRET=1')
+@pytest.mark.parametrize('rows', ['per_program', 'atomic'])
+def test_triton_dB_dC_sums_per_program_or_atomic(rows, monkeypatch):
+    from kernels import triton_backend
+    monkeypatch.setattr(triton_backend, 'PARTIAL_MIN_PROGRAMS', 1 if rows == 'per_program' else 10 ** 9)
+    inputs = make_inputs(device=TRITON_DEVICE, dim=32, groups=2, dstate=3, length=40)
+    block_d = triton_backend.launch_config(3, 40, 16, backward=True, rows=2 * 32)[0]
+    programs = 16 // block_d
+    assert programs > 1
+    assert triton_backend.partial_slots(2, 2, 3, 40, programs, True) == (programs if rows == 'per_program' else 1)
+    check_against_oracle(inputs, rtol=6e-4, atol=2e-3, backend='triton', delta_softplus=True)
+
+
 @pytest.mark.parametrize('backend', CPU_BACKENDS)
 def test_half_inputs_with_float32_output(backend):
     inputs = make_inputs(dim=4, groups=2, dstate=2, length=24, dtype=torch.float16)
