@@ -269,7 +269,7 @@ def launch_config(
     backward walks the chunks whose start states the forward saved.
 
     Chosen from block-size sweeps on an H100 (benchmarks/selective_scan.md): at N = 1 narrow programs
-    (4 channels, one warp) keep every reduction inside a warp; at N = 16 and long sequences wider programs
+    (2-4 channels, one warp) keep every reduction inside a warp; at N = 16 and long sequences wider programs
     amortise the B/C rows and the dB/dC reductions over more channels, as long as there are enough of them:
     each program walks the whole sequence, so with few rows (``rows`` = batch x channels, e.g. Vim at
     1248 px, batch 32) the width drops to keep about 6k programs in flight (forward 2.8x faster there).
@@ -279,7 +279,9 @@ def launch_config(
         return min(4, next_pow2(dim_per_group)), min(16, next_pow2(length)), 1
     if dstate == 1:
         block_l = 32 if length <= 256 else 64
-        block_d, warps = 4, 1
+        # Short sequences: the backward's per-chunk work is short, so two channels per program (twice the
+        # programs) hide more latency (VMamba-T stage 3: 1.31 -> 1.11 ms); the forward keeps four.
+        block_d, warps = (2 if backward and length <= 256 else 4), 1
     elif length >= 1024:
         block_l = 64
         block_d = 32 if backward else 16
