@@ -176,23 +176,26 @@ class BiMamba(nn.Module):
         channels = tokens.channels_per_route(d_inner)
         conv_channels = tokens.num_routes * channels
         self.tokens = tokens
-        self.d_conv = d_conv
         self.in_proj = nn.Linear(dim, 2 * d_inner, bias=False)
-        # One grouped conv holds every route's depthwise conv (official conv1d, conv1d_b, ...).
-        self.conv1d = nn.Conv1d(conv_channels, conv_channels, d_conv, groups=conv_channels)
+        # One grouped conv holds every route's depthwise conv (official conv1d, conv1d_b, ...); causal like
+        # Mamba's: padded by d_conv - 1 on both sides, outputs past the route's end dropped.
+        self.conv1d = nn.Conv1d(conv_channels, conv_channels, d_conv, groups=conv_channels, padding=d_conv - 1)
         self.act = nn.SiLU()
         self.ssm = SelectiveSSM(channels, d_state=d_state, dt_rank=dt_rank, num_routes=tokens.num_routes)
         self.out_proj = nn.Linear(d_inner, dim, bias=False)
 
     def forward(self, x: Tensor, grid_size: Tuple[int, int]) -> Tensor:
         batch, length, _ = x.shape
-        x, z = self.in_proj(x).transpose(1, 2).chunk(2, dim=1)
+        # Split token-major, then view channel-first: the gradients of x and z concatenate back into in_proj's
+        # (B, L, 2 * d_inner) layout without a transposing copy.
+        x, z = (t.transpose(1, 2) for t in self.in_proj(x).chunk(2, dim=-1))
         zs = self.tokens.flatten(z, grid_size)
         xs = self.tokens.flatten(x, grid_size).reshape(batch, -1, length)
-        # Causal along each route: the conv sees only the route's past.
-        xs = self.act(self.conv1d(F.pad(xs, (self.d_conv - 1, 0)))).view(zs.shape)
-        y = self.tokens.merge(self.ssm(xs, z=zs), grid_size) / self.tokens.visits_per_token
-        return self.out_proj(y.transpose(1, 2).to(x.dtype))
+        xs = self.act(self.conv1d(xs)[..., :length]).reshape(zs.shape)
+        # Token-major output: (B, L, d_inner) for out_proj without a copy. The average over each token's visits
+        # is taken after out_proj (linear without bias, so the same), on half the elements.
+        y = self.tokens.merge(self.ssm(xs, z=zs), grid_size, channels_contiguous=True)
+        return self.out_proj(y.transpose(1, 2).to(x.dtype)) / self.tokens.visits_per_token
 
 
 class VimBlock(nn.Module):

@@ -152,12 +152,14 @@ class MiddleTokenScan:
         src = x.reshape(batch, self.num_routes if self.splits_channels else 1, cpr, length)
         return _PermuteRoutes.apply(src, plan.index, plan.inverse, True, self.splits_channels, -1)
 
-    def merge(self, y: Tensor, size: Tuple[int, int]) -> Tensor:
+    def merge(self, y: Tensor, size: Tuple[int, int], channels_contiguous: bool = False) -> Tensor:
         """Put route outputs back in sequence order and sum them over routes (the adjoint of ``flatten``).
 
         Args:
             y: Route outputs (B, K, C', H*W + 1).
             size: (H, W) of the patch grid.
+            channels_contiguous: Return the sequence as the transposed view of (B, H*W + 1, C) memory, so that
+                ``.transpose(1, 2)`` feeds a linear layer without a copy (CUDA; values are the same either way).
 
         Returns:
             Token sequence (B, C, H*W + 1); channel groups are concatenated for channel-split scans.
@@ -170,7 +172,8 @@ class MiddleTokenScan:
         plan = self._plan(height, width, y.device)
         if plan.identity:
             return y.reshape(batch, cpr, length)
-        out = _PermuteRoutes.apply(y, plan.index, plan.inverse, False, self.splits_channels, -1)
+        out = _PermuteRoutes.apply(y, plan.index, plan.inverse, False, self.splits_channels, -1,
+                                   channels_contiguous and not self.splits_channels)
         return out.reshape(batch, -1, length)
 
     def __repr__(self) -> str:

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scans import Scan, create_scan, list_scans, register_scan
+from scans import MiddleTokenScan, Scan, create_scan, list_scans, register_scan
 from scans import base as scans_base
 from scans import paths
 
@@ -643,3 +643,25 @@ def test_triton_route_gather_returns_the_gradient_of_a_channels_last_map_channel
         grads.append(torch.autograd.grad(scan.flatten(x), x, dys)[0])
     assert grads[0].is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.skipif(TRITON_DEVICE is None, reason='needs CUDA or TRITON_INTERPRET=1')
+@pytest.mark.parametrize('name', ['bidirectional', 'cross', 'grouped'])
+def test_token_merge_channels_contiguous(name, monkeypatch):
+    """MiddleTokenScan.merge(channels_contiguous=True): the same values and gradient, token-major memory (one
+    channel group) so that Vim's out_proj reads ``y.transpose(1, 2)`` without a copy."""
+    tokens = MiddleTokenScan(name)
+    size = (3, 5)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 8, 16, generator=g).to(TRITON_DEVICE)
+    ys = tokens.flatten(x, size).detach().requires_grad_()
+    dout = torch.randn(2, 8, 16, generator=g).to(TRITON_DEVICE)
+    results = []
+    for use_triton, contiguous in ((True, True), (True, False), (False, False)):
+        monkeypatch.setattr(scans_base, '_use_triton', lambda t, use=use_triton: use)
+        out = tokens.merge(ys, size, channels_contiguous=contiguous)
+        results.append((out, torch.autograd.grad(out, ys, dout)[0]))
+    assert results[0][0].transpose(1, 2).is_contiguous() == (not tokens.splits_channels)
+    for out, grad in results[1:]:
+        torch.testing.assert_close(results[0][0], out, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(results[0][1], grad, rtol=1e-6, atol=1e-6)
