@@ -9,7 +9,7 @@ The forward saves the state at every chunk start (batch, D, n_chunks, N_PAD) so 
 chunks in reverse, recompute each chunk's states from its start state, and run the adjoint scan
 ``g_t = v_t + a_{t+1} g_{t+1}`` with a carry. dA, dD and the delta-bias gradient are written as per-batch
 partials and summed by torch (deterministic); so are dB and dC where a group has many programs, else they
-are added atomically into one float32 row (``partial_slots``).
+are added atomically into one float32 row (``partial_batch``).
 
 Padded positions (tail of the last chunk, channels past the group) are forced to the identity element
 (a=1, b=0) *after* bias and softplus (the failure mode of mamba_ssm issue #368).
@@ -27,8 +27,8 @@ __all__ = ['launch_config', 'selective_scan_fwd', 'selective_scan_bwd']
 
 _LOG2E = 1.4426950408889634
 INTERPRET = os.environ.get('TRITON_INTERPRET', '0') == '1'
-# Memory for the backward's per-program dB / dC partial sums (see partial_slots); VMamba-T stage 1 at batch
-# 128 needs 616 MB.
+# Memory for the backward's per-program dB / dC rows (see partial_batch); VMamba-T stage 1 at batch 128 needs
+# 616 MB, larger shapes take the batch in several launches.
 PARTIAL_BYTES = 2 ** 30
 PARTIAL_MIN_PROGRAMS = 16
 
@@ -300,24 +300,28 @@ def launch_config(
     return min(block_d, next_pow2(dim_per_group)), block_l, warps
 
 
-def partial_slots(batch: int, groups: int, dstate: int, length: int, blocks_per_group: int, has_c: bool) -> int:
-    """Rows of float32 dB / dC sums per (batch, group) in the backward: one per program (plain stores, summed by
-    torch, deterministic) where a group has many programs and the rows fit in ``PARTIAL_BYTES``, else one row
-    that the group's programs add to atomically.
+def partial_batch(batch: int, groups: int, dstate: int, length: int, blocks_per_group: int, has_c: bool) -> int:
+    """How many batch elements one backward launch takes when its dB / dC sums go to a float32 row per program
+    (plain stores, summed by torch, deterministic); 0 where they are added atomically into one row per (batch,
+    group) instead.
 
     Many programs adding to the same addresses serialise: on Vim-T (48 programs per group) that was 42% of the
     backward's time, and 20-45% at VMamba-T's stages. Rows shared by a few programs each were slower still (more
     atomics in flight plus the zero fill), and with few programs per group (vanilla VMamba, 6) the single
-    atomic row is ~2% faster (H100 sweep, benchmarks/selective_scan.md).
+    atomic row is ~2% faster (H100 sweep, benchmarks/selective_scan.md). Rows that would exceed ``PARTIAL_BYTES``
+    split the batch over several launches rather than falling back to the atomics.
     """
-    row_bytes = batch * groups * dstate * length * 4 * (2 if has_c else 1)
-    if blocks_per_group >= PARTIAL_MIN_PROGRAMS and blocks_per_group * row_bytes <= PARTIAL_BYTES:
-        return blocks_per_group
-    return 1
+    if blocks_per_group < PARTIAL_MIN_PROGRAMS:
+        return 0
+    sample_bytes = blocks_per_group * groups * dstate * length * 4 * (2 if has_c else 1)
+    return min(batch, PARTIAL_BYTES // sample_bytes)
 
 
-def _sum_slots(partials: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return (partials[:, :, 0] if partials.shape[2] == 1 else partials.sum(2)).to(dtype)
+def _sliced(x: Optional[torch.Tensor], part: slice) -> Optional[torch.Tensor]:
+    # The whole batch (the usual single launch) without a view per tensor: the launch is CPU-bound at small sizes.
+    if x is None or (part.start == 0 and part.stop == x.shape[0]):
+        return x
+    return x[part]
 
 
 def _or_dummy(dummy: torch.Tensor, *tensors: Optional[torch.Tensor]):
@@ -408,30 +412,45 @@ def selective_scan_bwd(
     ddelta = torch.empty(batch, dim, length, device=u.device, dtype=delta.dtype)
     dz = torch.empty(batch, dim, length, device=u.device, dtype=z.dtype) if z is not None else None
     dA = torch.empty(batch, dim, dstate, **f32)
-    slots = partial_slots(batch, groups, dstate, length, blocks_per_group, C is not None)
-    new_partials = torch.zeros if slots == 1 else torch.empty
-    dB = new_partials(batch, groups, slots, dstate, length, **f32)
-    dC = new_partials(batch, groups, slots, dstate, length, **f32) if C is not None else None
+    per_launch = partial_batch(batch, groups, dstate, length, blocks_per_group, C is not None)
+    new_sums = torch.empty if per_launch else torch.zeros
+    dB = new_sums(batch, groups, dstate, length, **f32)
+    dC = new_sums(batch, groups, dstate, length, **f32) if C is not None else None
     dD = torch.empty(batch, dim, **f32)
     dbias = torch.empty(batch, dim, **f32)
+    if per_launch:
+        rows_B = torch.empty(per_launch, groups, blocks_per_group, dstate, length, **f32)
+        rows_C = torch.empty_like(rows_B) if C is not None else None
     if return_hidden_states:
         s_do = dout.stride()[:3]
     else:
         s_do = dout.stride()[:2] + (0,)
     A32 = A.float().contiguous()
-    grid = (groups * blocks_per_group, batch)
-    _selective_scan_bwd_kernel[grid](
-        u, delta, A32, B, *_or_dummy(u, C, D, z, delta_bias), dout, states,
-        du, ddelta, *_or_dummy(du, dz), dA, dB, *_or_dummy(dB, dC), dD, dbias,
-        length, dim, dim_per_group, blocks_per_group, groups, slots,
-        *_strides(u, 2), *_strides(delta, 2), *_strides(B, 3), *_strides(C, 3), *_strides(z, 2), *s_do,
-        N=dstate, N_PAD=n_pad, BLOCK_D=block_d, BLOCK_L=block_l,
-        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
-        STATES_OUT=return_hidden_states, HAS_STATES=has_states, ATOMIC=slots == 1,
-        num_warps=warps,
-    )
+    step = per_launch or max(batch, 1)
+    for start in range(0, batch, step):
+        part = slice(start, min(batch, start + step))
+        n = part.stop - part.start
+        rows = (_sliced(rows_B, slice(0, n)), _sliced(rows_C, slice(0, n))) if per_launch \
+            else (_sliced(dB, part), _sliced(dC, part))
+        _selective_scan_bwd_kernel[(groups * blocks_per_group, n)](
+            _sliced(u, part), _sliced(delta, part), A32, _sliced(B, part),
+            *_or_dummy(u, _sliced(C, part), D, _sliced(z, part), delta_bias),
+            _sliced(dout, part), _sliced(states, part) if has_states else states,
+            _sliced(du, part), _sliced(ddelta, part), *_or_dummy(du, _sliced(dz, part)), _sliced(dA, part), rows[0],
+            *_or_dummy(rows[0], rows[1]), _sliced(dD, part), _sliced(dbias, part),
+            length, dim, dim_per_group, blocks_per_group, groups, blocks_per_group if per_launch else 1,
+            *_strides(u, 2), *_strides(delta, 2), *_strides(B, 3), *_strides(C, 3), *_strides(z, 2), *s_do,
+            N=dstate, N_PAD=n_pad, BLOCK_D=block_d, BLOCK_L=block_l,
+            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
+            STATES_OUT=return_hidden_states, HAS_STATES=has_states, ATOMIC=not per_launch,
+            num_warps=warps,
+        )
+        if per_launch:
+            torch.sum(rows[0], 2, out=_sliced(dB, part))
+            if C is not None:
+                torch.sum(rows[1], 2, out=_sliced(dC, part))
     return (
-        du, ddelta, dA.sum(0).to(A.dtype), _sum_slots(dB, B.dtype), _sum_slots(dC, C.dtype) if dC is not None else None,
+        du, ddelta, dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype) if dC is not None else None,
         dD.sum(0).to(D.dtype) if D is not None else None, dz,
         dbias.sum(0).to(delta_bias.dtype) if delta_bias is not None else None,
     )

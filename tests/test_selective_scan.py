@@ -95,15 +95,20 @@ def test_cpu_backend_matches_oracle(backend, case):
 
 
 @pytest.mark.skipif(TRITON_DEVICE is None, reason='needs CUDA or TRITON_INTERPRET=1')
-@pytest.mark.parametrize('rows', ['per_program', 'atomic'])
+@pytest.mark.parametrize('rows', ['per_program', 'per_program_two_launches', 'atomic'])
 def test_triton_dB_dC_sums_per_program_or_atomic(rows, monkeypatch):
     from kernels import triton_backend
-    monkeypatch.setattr(triton_backend, 'PARTIAL_MIN_PROGRAMS', 1 if rows == 'per_program' else 10 ** 9)
-    inputs = make_inputs(device=TRITON_DEVICE, dim=32, groups=2, dstate=3, length=40)
-    block_d = triton_backend.launch_config(3, 40, 16, backward=True, rows=2 * 32)[0]
-    programs = 16 // block_d
+    batch, dim, groups, dstate, length = 3, 32, 2, 3, 40
+    block_d = triton_backend.launch_config(dstate, length, dim // groups, backward=True, rows=batch * dim)[0]
+    programs = dim // groups // block_d
     assert programs > 1
-    assert triton_backend.partial_slots(2, 2, 3, 40, programs, True) == (programs if rows == 'per_program' else 1)
+    sample_bytes = programs * groups * dstate * length * 4 * 2
+    monkeypatch.setattr(triton_backend, 'PARTIAL_MIN_PROGRAMS', 10 ** 9 if rows == 'atomic' else 1)
+    if rows == 'per_program_two_launches':  # rows for two samples: launches of 2 and 1
+        monkeypatch.setattr(triton_backend, 'PARTIAL_BYTES', 2 * sample_bytes)
+    expected = {'per_program': batch, 'per_program_two_launches': 2, 'atomic': 0}[rows]
+    assert triton_backend.partial_batch(batch, groups, dstate, length, programs, True) == expected
+    inputs = make_inputs(batch=batch, device=TRITON_DEVICE, dim=dim, groups=groups, dstate=dstate, length=length)
     check_against_oracle(inputs, rtol=6e-4, atol=2e-3, backend='triton', delta_softplus=True)
 
 
