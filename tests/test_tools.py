@@ -432,3 +432,20 @@ def test_wheel_carries_the_recipes_and_configs(tmp_path):
     assert recipes and recipes <= names
     assert {'tools/train.py', 'configs/detection/_base_/mask-rcnn_linzoo_fpn_1x_coco.py'} <= names
     assert not any(name.startswith('tests/') for name in names)
+
+
+def test_benchmark_rounds_report_medians_and_range():
+    results = benchmark.main(['--models', 'test_vmamba,resnet18', '-b', '2', '--img-size', '32', '--device', 'cpu',
+                              '--bench', 'train', '--num-warm-iter', '0', '--num-bench-iter', '1', '--rounds', '3'])
+    for r in results:
+        note = next(n for n in r.notes if n.startswith('train img/s over 3 rounds: '))
+        low, high = (float(v) for v in note.rsplit(': ', 1)[1].split('-'))
+        assert low <= r.train_img_s <= high and r.infer_img_s is None
+
+
+def test_combine_rounds_takes_medians_and_the_largest_peak():
+    rounds = [benchmark.Result('m', 'zoo', 1.0, 32, batch=4, train_img_s=v, train_step_ms=4000 / v, train_peak_mib=p)
+              for v, p in ((100.0, 10.0), (300.0, 12.0), (200.0, 11.0))]
+    result = benchmark.combine_rounds(rounds)
+    assert (result.train_img_s, result.train_step_ms, result.train_peak_mib) == (200.0, 20.0, 12.0)
+    assert result.notes == ['train img/s over 3 rounds: 100-300'] and rounds[0].notes == []

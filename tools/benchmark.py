@@ -12,12 +12,17 @@ Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` (tensors only, allocato
 CPU the peak resident set size sampled every 2 ms while the model runs, above the size before it was built
 (an estimate of the same quantity that includes allocator and library overheads).
 
+``--rounds R`` measures every model R times, the models in turn (round-robin), and reports the median of the
+rounds with their range in the notes: the training steps of the SSM models are partly bound by CPU time, so a
+host's load drifts over a run, and round-robin rounds let timm's rows of the same run share that drift.
+
 ``--profile N`` then runs 3 more steps of each kind under ``torch.profiler`` and prints where a step's time
 goes: the N operators with the most device time (CUDA) or CPU time per step, each with the kernels it launched
 itself (custom ops such as ``linzoo::selective_scan_bwd`` included), its share of the step and its calls per step.
 
     python -m tools.benchmark --models vmamba_tiny_s1l8,swin_tiny_patch4_window7_224,convnext_tiny \\
         --amp bf16 --channels-last --out benchmarks/throughput
+    python -m tools.benchmark --models vmamba_tiny_s1l8,swin_tiny_patch4_window7_224 -b 128 --amp bf16 --rounds 3
     python -m tools.benchmark --models vmamba_tiny_s1l8 -b 128 --amp bf16 --bench train --profile 15
     python -m tools.benchmark --models 'test_*,resnet18' --device cpu -b 8 --img-size 64
 """
@@ -28,9 +33,10 @@ import gc
 import logging
 import os
 import platform
+import statistics
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -86,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help='extra create_model arguments for every model')
     p.add_argument('--device', default=None)
     p.add_argument('--no-retry', action='store_true', help='do not lower the batch size after out-of-memory')
+    p.add_argument('--rounds', type=int, default=1, metavar='R',
+                   help='measure every model R times, round-robin, and report the medians with their range')
     p.add_argument('--profile', type=int, default=0, metavar='N',
                    help="profile 3 more steps of each kind and list the N operators with the most time per step")
     p.add_argument('--out', default=None, help='write OUT.csv and OUT.md')
@@ -306,31 +314,58 @@ class Bench:
         return result
 
 
+def combine_rounds(rounds: List[Result]) -> Result:
+    """One model's result from its rounds: median throughput and step time, the largest peak memory, the range
+    of the throughput in the notes, the first round's profiles."""
+    first = rounds[0]
+    if len(rounds) == 1:
+        return first
+    result = replace(first, notes=[n for r in rounds for n in r.notes if n not in first.notes] + first.notes,
+                     error=next((r.error for r in rounds if r.error), ''), batch=min(r.batch for r in rounds))
+    if len({r.batch for r in rounds}) > 1:
+        result.notes.append(f'batch differed between rounds: {[r.batch for r in rounds]}')
+    for kind in ('infer', 'train'):
+        img_s = [getattr(r, f'{kind}_img_s') for r in rounds if getattr(r, f'{kind}_img_s') is not None]
+        if not img_s:
+            continue
+        step_ms = [getattr(r, f'{kind}_step_ms') for r in rounds if getattr(r, f'{kind}_step_ms') is not None]
+        peaks = [getattr(r, f'{kind}_peak_mib') for r in rounds if getattr(r, f'{kind}_peak_mib') is not None]
+        setattr(result, f'{kind}_img_s', round(statistics.median(img_s), 1))
+        setattr(result, f'{kind}_step_ms', round(statistics.median(step_ms), 2))
+        setattr(result, f'{kind}_peak_mib', max(peaks) if peaks else None)
+        result.notes.append(f'{kind} img/s over {len(img_s)} rounds: {min(img_s):g}-{max(img_s):g}')
+    return result
+
+
 def describe(args: argparse.Namespace, device: torch.device) -> str:
     """One line naming the device and settings, for the table's caption."""
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else \
         f'CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)'
     memory = 'torch.cuda.max_memory_allocated' if device.type == 'cuda' else 'peak RSS above the pre-model RSS'
+    rounds = f'; median of {args.rounds} round-robin rounds' if args.rounds > 1 else ''
     return (f'{name}; torch {torch.__version__}, timm {timm.__version__}; amp {args.amp}, '
             f'channels_last {args.channels_last}, compile {args.torchcompile or "off"}; '
-            f'{args.num_warm_iter} warm-up + {args.num_bench_iter} timed steps; peak memory: {memory}')
+            f'{args.num_warm_iter} warm-up + {args.num_bench_iter} timed steps{rounds}; peak memory: {memory}')
 
 
 def main(argv: Optional[List[str]] = None) -> List[Result]:
     """Benchmark as the command line says; returns one result per model."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s', force=True)
-    if args.batch_size < 1 or args.num_bench_iter < 1 or args.num_warm_iter < 0 or args.profile < 0:
-        raise CliError('--batch-size and --num-bench-iter must be >= 1, --num-warm-iter and --profile >= 0')
+    if args.batch_size < 1 or args.num_bench_iter < 1 or args.rounds < 1 or args.num_warm_iter < 0 or args.profile < 0:
+        raise CliError('--batch-size, --num-bench-iter and --rounds must be >= 1, --num-warm-iter and --profile >= 0')
     names = expand_models(args.models)
     device = resolve_device(args.device)
     bench = Bench(args, device)
     zoo = set(zoo_models())
-    results = []
-    for name in names:
-        result = bench.run(name, zoo)
-        _logger.info(f'{name}: {asdict(result)}')
-        results.append(result)
+    rounds: Dict[str, List[Result]] = {name: [] for name in names}
+    for i in range(args.rounds):
+        for name in names:
+            result = bench.run(name, zoo)
+            _logger.info(f'{name} (round {i + 1} of {args.rounds}): {asdict(result)}')
+            rounds[name].append(result)
+        args.profile = 0  # profiles come from the first round
+    results = [combine_rounds(rounds[name]) for name in names]
 
     caption = describe(args, device)
     header = ['model', 'source', 'params (M)', 'input', 'batch', 'infer img/s', 'infer step ms',
