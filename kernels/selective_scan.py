@@ -75,7 +75,9 @@ def _fwd_impl(
             u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_hidden_states, out_dtype)
     out, last = torch_backend.selective_scan_fwd(
         u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_hidden_states, out_dtype)
-    return out, last, u.new_empty(0, dtype=torch.float32)
+    # Contiguous like the fake's: the chunked backend's hidden states are a view of a chunk-padded buffer, and
+    # torch.compile plans the graph with the fake's strides.
+    return out.contiguous(), last, u.new_empty(0, dtype=torch.float32)
 
 
 _fwd_op = torch.library.custom_op('linzoo::selective_scan_fwd', _fwd_impl, mutates_args=())
