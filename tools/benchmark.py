@@ -320,7 +320,7 @@ def combine_rounds(rounds: List[Result]) -> Result:
     first = rounds[0]
     if len(rounds) == 1:
         return first
-    result = replace(first, notes=[n for r in rounds for n in r.notes if n not in first.notes] + first.notes,
+    result = replace(first, notes=list(dict.fromkeys(n for r in rounds for n in r.notes)),
                      error=next((r.error for r in rounds if r.error), ''), batch=min(r.batch for r in rounds))
     if len({r.batch for r in rounds}) > 1:
         result.notes.append(f'batch differed between rounds: {[r.batch for r in rounds]}')
