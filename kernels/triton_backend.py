@@ -14,6 +14,7 @@ are added atomically into one float32 row (``partial_batch``).
 Padded positions (tail of the last chunk, channels past the group) are forced to the identity element
 (a=1, b=0) *after* bias and softplus (the failure mode of mamba_ssm issue #368).
 """
+import inspect
 import os
 from typing import Optional, Tuple
 
@@ -24,6 +25,12 @@ import triton.language as tl
 from ._grid import cdiv, next_pow2
 
 __all__ = ['launch_config', 'selective_scan_fwd', 'selective_scan_bwd']
+
+# The kernels tune their loops with tl.range(loop_unroll_factor=, disable_licm=), which Triton 3.5 introduced: an
+# older Triton fails here, and selective_scan reports the PyTorch backend instead (with this message).
+if 'disable_licm' not in inspect.signature(tl.range.__init__).parameters:
+    raise ImportError(f'the Triton selective scan needs Triton >= 3.5 (tl.range(disable_licm=...)), found '
+                      f'{triton.__version__}; upgrade torch / triton, or pass backend="torch"')
 
 _LOG2E = 1.4426950408889634
 INTERPRET = os.environ.get('TRITON_INTERPRET', '0') == '1'
@@ -309,11 +316,12 @@ def partial_batch(batch: int, groups: int, dstate: int, length: int, blocks_per_
     backward's time, and 20-45% at VMamba-T's stages. Rows shared by a few programs each were slower still (more
     atomics in flight plus the zero fill), and with few programs per group (vanilla VMamba, 6) the single
     atomic row is ~2% faster (H100 sweep, benchmarks/selective_scan.md). Rows that would exceed ``PARTIAL_BYTES``
-    split the batch over several launches rather than falling back to the atomics.
+    split the batch over several launches; only where one sample's rows alone exceed it (or N = 0) the atomic row
+    is used.
     """
-    if blocks_per_group < PARTIAL_MIN_PROGRAMS:
-        return 0
     sample_bytes = blocks_per_group * groups * dstate * length * 4 * (2 if has_c else 1)
+    if blocks_per_group < PARTIAL_MIN_PROGRAMS or sample_bytes == 0:
+        return 0
     return min(batch, PARTIAL_BYTES // sample_bytes)
 
 

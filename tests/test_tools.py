@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List
 
@@ -449,3 +450,6 @@ def test_combine_rounds_takes_medians_and_the_largest_peak():
     result = benchmark.combine_rounds(rounds)
     assert (result.train_img_s, result.train_step_ms, result.train_peak_mib) == (200.0, 20.0, 12.0)
     assert result.notes == ['train img/s over 3 rounds: 100-300'] and rounds[0].notes == []
+    # An even count: the lower middle round, img/s and step time from the same round.
+    result = benchmark.combine_rounds(rounds + [replace(rounds[0], train_img_s=400.0, train_step_ms=10.0)])
+    assert (result.train_img_s, result.train_step_ms) == (200.0, 20.0)

@@ -33,7 +33,6 @@ import gc
 import logging
 import os
 import platform
-import statistics
 import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -315,8 +314,8 @@ class Bench:
 
 
 def combine_rounds(rounds: List[Result]) -> Result:
-    """One model's result from its rounds: median throughput and step time, the largest peak memory, the range
-    of the throughput in the notes, the first round's profiles."""
+    """One model's result from its rounds: the median round's throughput and step time, the largest peak memory,
+    the range of the throughput in the notes, the first round's profiles."""
     first = rounds[0]
     if len(rounds) == 1:
         return first
@@ -325,15 +324,18 @@ def combine_rounds(rounds: List[Result]) -> Result:
     if len({r.batch for r in rounds}) > 1:
         result.notes.append(f'batch differed between rounds: {[r.batch for r in rounds]}')
     for kind in ('infer', 'train'):
-        img_s = [getattr(r, f'{kind}_img_s') for r in rounds if getattr(r, f'{kind}_img_s') is not None]
-        if not img_s:
+        measured = sorted((r for r in rounds if getattr(r, f'{kind}_img_s') is not None),
+                          key=lambda r: getattr(r, f'{kind}_img_s'))
+        if not measured:
             continue
-        step_ms = [getattr(r, f'{kind}_step_ms') for r in rounds if getattr(r, f'{kind}_step_ms') is not None]
-        peaks = [getattr(r, f'{kind}_peak_mib') for r in rounds if getattr(r, f'{kind}_peak_mib') is not None]
-        setattr(result, f'{kind}_img_s', round(statistics.median(img_s), 1))
-        setattr(result, f'{kind}_step_ms', round(statistics.median(step_ms), 2))
+        # The median round (the lower one of an even count), so that its img/s and step time belong together.
+        median = measured[(len(measured) - 1) // 2]
+        peaks = [getattr(r, f'{kind}_peak_mib') for r in measured if getattr(r, f'{kind}_peak_mib') is not None]
+        setattr(result, f'{kind}_img_s', getattr(median, f'{kind}_img_s'))
+        setattr(result, f'{kind}_step_ms', getattr(median, f'{kind}_step_ms'))
         setattr(result, f'{kind}_peak_mib', max(peaks) if peaks else None)
-        result.notes.append(f'{kind} img/s over {len(img_s)} rounds: {min(img_s):g}-{max(img_s):g}')
+        low, high = getattr(measured[0], f'{kind}_img_s'), getattr(measured[-1], f'{kind}_img_s')
+        result.notes.append(f'{kind} img/s over {len(measured)} rounds: {low:g}-{high:g}')
     return result
 
 
