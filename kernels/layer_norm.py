@@ -124,6 +124,10 @@ def layer_norm_2d(
                            f'({_triton_import_error})')
     if backend == 'torch' or x.numel() == 0:
         dims = (0, *range(2, x.dim()), 1)
+        if out_dtype is not None and x.dtype in (torch.float16, torch.bfloat16):
+            # Computed in float32 and rounded once to out_dtype, like the Triton kernel.
+            x = x.float()
+            weight, bias = (p.float() if p is not None else None for p in (weight, bias))
         y = F.layer_norm(x.permute(dims), (channels,), weight, bias, eps)
         y = y.permute(0, x.dim() - 1, *range(1, x.dim() - 1))
         return y.to(out_dtype) if out_dtype is not None else y

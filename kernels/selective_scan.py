@@ -314,8 +314,12 @@ def project_routes(
     Returns (x_dbl (batch, K, R + 2N, L), delta (batch, K, C', L)); one broadcast GEMM per projection ((K, out, in)
     weights over the batch; grouped 1x1 conv1d took twice as long on an H100, benchmarks/models.md).
     """
-    x_dbl = torch.matmul(x_proj_weight, xs)
-    return x_dbl, torch.matmul(dt_proj_weight, x_dbl[:, :, :dt_rank])
+    # torch.matmul does not promote: cast to the dtype the projections compute in (autocast's, else the common
+    # one), as the fused path does.
+    dtype = _matmul_dtype(xs, x_proj_weight)
+    x_dbl = torch.matmul(x_proj_weight.to(dtype), xs.to(dtype))
+    dt_dtype = _matmul_dtype(x_dbl, dt_proj_weight)
+    return x_dbl, torch.matmul(dt_proj_weight.to(dt_dtype), x_dbl[:, :, :dt_rank].to(dt_dtype))
 
 
 class _ProjectedScanFunction(torch.autograd.Function):

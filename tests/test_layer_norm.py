@@ -65,11 +65,25 @@ def test_triton_takes_views_that_are_not_dense(channels_last):
     """A channel slice of a larger map (e.g. one half of a projection's output) is normalised in place."""
     x, w, b = make((2, 12, 4, 5), channels_last, (True, True))
     view = x[:, 3:9]
-    y, grads = run(view, w[:6], b[:6], 'triton')
-    y_ref, grads_ref = run(view, w[:6], b[:6], 'torch')
+    # Weight and bias as every other entry of longer vectors: strided parameter views too.
+    y, grads = run(view, w[::2], b[::2], 'triton')
+    y_ref, grads_ref = run(view, w[::2], b[::2], 'torch')
     torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
     for g, r in zip(grads, grads_ref):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('backend', ['triton', 'torch'])
+def test_half_input_with_float32_out_dtype_is_computed_in_float32(backend):
+    device = TRITON_DEVICE if backend == 'triton' else 'cpu'
+    if device is None:
+        pytest.skip('needs CUDA or TRITON_INTERPRET=1')
+    x, w, b = make((2, 6, 3, 5), False, (True, True), device=device)
+    x = x.detach().bfloat16()
+    y = layer_norm_2d(x, w, b, 1e-5, backend=backend, out_dtype=torch.float32)
+    y_ref = layer_norm_2d(x.float(), w, b, 1e-5, backend='torch')
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize('backend', ['triton', 'torch'])

@@ -113,6 +113,18 @@ def test_triton_dB_dC_sums_per_program_or_atomic(rows, monkeypatch):
 
 
 @pytest.mark.parametrize('backend', CPU_BACKENDS)
+def test_strided_parameter_views(backend):
+    """D and delta_bias as every other entry of longer vectors (views, not copies) are read as their values."""
+    inputs = make_inputs(dim=6, groups=2, dstate=2, length=21)
+    g = torch.Generator().manual_seed(3)
+    for name in ('D', 'delta_bias'):
+        inputs[name] = (0.5 * torch.rand(12, generator=g)).requires_grad_()[::2]
+    out = selective_scan(**inputs, delta_softplus=True, backend=backend)
+    ref = selective_scan(**inputs, delta_softplus=True, backend='oracle')
+    assert_close(out, ref, 6e-4, 2e-3, 'out')
+
+
+@pytest.mark.parametrize('backend', CPU_BACKENDS)
 def test_half_inputs_with_float32_output(backend):
     inputs = make_inputs(dim=4, groups=2, dstate=2, length=24, dtype=torch.float16)
     out = selective_scan(**inputs, delta_softplus=True, out_dtype=torch.float32, backend=backend)

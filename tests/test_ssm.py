@@ -189,6 +189,21 @@ def test_float64_stays_float64():
     torch.testing.assert_close(out, _reference(ssm, xs))
 
 
+def test_float32_parameters_with_float64_inputs_compute_in_float64():
+    """Every path promotes like the fused node: forward_states and the composition (FLOP counting) too."""
+    ssm = SelectiveSSM(3, d_state=2, dt_rank=1, num_routes=2)
+    ssm64 = SelectiveSSM(3, d_state=2, dt_rank=1, num_routes=2).double()
+    ssm64.load_state_dict(ssm.state_dict())
+    xs = torch.randn(2, 2, 3, 5, dtype=torch.float64)
+    with torch.no_grad():
+        for got, expected in ((ssm.forward_states(xs), ssm64.forward_states(xs)), ((ssm(xs),), (ssm64(xs),))):
+            for g, e in zip(got, expected):
+                assert g.dtype == torch.float64
+                torch.testing.assert_close(g, e, rtol=0, atol=0)
+        with torch.utils.flop_counter.FlopCounterMode(display=False):
+            torch.testing.assert_close(ssm(xs), ssm64(xs), rtol=0, atol=0)
+
+
 def test_bad_inputs_raise():
     ssm = SelectiveSSM(4, d_state=2, dt_rank=1, num_routes=2)
     with pytest.raises(ValueError, match='channels per route'):
