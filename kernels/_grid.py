@@ -8,7 +8,7 @@ from typing import Optional, Tuple
 
 import torch
 
-__all__ = ['bcp_strides', 'cdiv', 'next_pow2']
+__all__ = ['bcp_strides', 'cdiv', 'dense', 'next_pow2']
 
 
 def cdiv(a: int, b: int) -> int:
@@ -34,3 +34,9 @@ def bcp_strides(x: torch.Tensor) -> Optional[Tuple[int, int, int]]:
             return None
         span = strides[i] * sizes[i]
     return strides[0], strides[1], position_stride
+
+
+def dense(x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """x as a dense row-major tensor (itself when it already is), or None: for per-channel vectors the kernels
+    index as rows, which may arrive as strided views."""
+    return x.contiguous() if x is not None else None

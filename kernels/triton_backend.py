@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._grid import cdiv, next_pow2
+from ._grid import cdiv, dense, next_pow2
 
 __all__ = ['launch_config', 'selective_scan_fwd', 'selective_scan_bwd']
 
@@ -325,10 +325,6 @@ def partial_batch(batch: int, groups: int, dstate: int, length: int, blocks_per_
     return min(batch, PARTIAL_BYTES // sample_bytes)
 
 
-def _dense(x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    return x.contiguous() if x is not None else None
-
-
 def _sliced(x: Optional[torch.Tensor], part: slice) -> Optional[torch.Tensor]:
     # The whole batch (the usual single launch) without a view per tensor: the launch is CPU-bound at small sizes.
     if x is None or (part.start == 0 and part.stop == x.shape[0]):
@@ -378,7 +374,7 @@ def selective_scan_fwd(
     states = torch.empty(batch, dim, n_chunks, n_pad, device=u.device, dtype=torch.float32) if keep_states \
         else u.new_empty(0, dtype=torch.float32)
     A32 = A.float().contiguous()
-    D, delta_bias = _dense(D), _dense(delta_bias)  # the kernels read them as rows
+    D, delta_bias = dense(D), dense(delta_bias)  # the kernels read them as rows
     grid = (groups * blocks_per_group, batch)
     _selective_scan_fwd_kernel[grid](
         u, delta, A32, B, *_or_dummy(u, C, D, z, delta_bias),
@@ -439,7 +435,7 @@ def selective_scan_bwd(
     else:
         s_do = dout.stride()[:2] + (0,)
     A32 = A.float().contiguous()
-    D, delta_bias = _dense(D), _dense(delta_bias)  # the kernels read them as rows
+    D, delta_bias = dense(D), dense(delta_bias)  # the kernels read them as rows
     step = per_launch or max(batch, 1)
     for start in range(0, batch, step):
         part = slice(start, min(batch, start + step))

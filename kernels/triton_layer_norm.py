@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._grid import bcp_strides, cdiv, next_pow2
+from ._grid import bcp_strides, cdiv, dense, next_pow2
 
 __all__ = ['layer_norm_fwd', 'layer_norm_bwd']
 
@@ -94,10 +94,6 @@ def _layer_norm_bwd_kernel(
     tl.store(dw_ptr + n_rows * C + row + c, tl.sum(dy, axis=1 - AX), mask=c_mask)
 
 
-def _dense(x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    return x.contiguous() if x is not None else None
-
-
 def _tile(channels: int, positions: int) -> Tuple[int, int, int]:
     """(BLOCK_C, BLOCK_P, num_warps): all channels of about 4096 elements of positions per program."""
     block_c = next_pow2(channels)
@@ -113,7 +109,7 @@ def layer_norm_fwd(
         out_dtype: torch.dtype,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """LayerNorm over dim 1 of a (B, C, *spatial) tensor; returns (y channel-last, mean, rstd) (B, P) float32."""
-    weight, bias = _dense(weight), _dense(bias)  # the kernel reads them as rows
+    weight, bias = dense(weight), dense(bias)  # the kernel reads them as rows
     s_x = bcp_strides(x)
     if s_x is None:
         x = x.contiguous()
@@ -144,7 +140,7 @@ def layer_norm_bwd(
         rstd: torch.Tensor,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """(dx in x's layout and dtype, float32 (2, C) holding the weight and the bias gradient)."""
-    weight = _dense(weight)
+    weight = dense(weight)
     s_x, s_dy = bcp_strides(x), bcp_strides(dy)
     if s_x is None:
         x = x.contiguous()
