@@ -24,7 +24,7 @@ import triton.language as tl
 
 from ._grid import cdiv, dense, next_pow2
 
-__all__ = ['launch_config', 'selective_scan_fwd', 'selective_scan_bwd']
+__all__ = ['launch_config', 'backward_register_cap', 'selective_scan_fwd', 'selective_scan_bwd']
 
 # The kernels tune their loops with tl.range(loop_unroll_factor=, disable_licm=), which Triton 3.5 introduced: an
 # older Triton fails here, and selective_scan reports the PyTorch backend instead (with this message).
@@ -307,6 +307,21 @@ def launch_config(
     return min(block_d, next_pow2(dim_per_group)), block_l, warps
 
 
+def backward_register_cap(dstate: int, length: int) -> Optional[int]:
+    """Triton's ``maxnreg`` for the backward at d_state > 1 (None: the compiler's choice, up to 255).
+
+    The N = 16 backward keeps the state tile, its gradient and the chunk's decays live and the compiler takes
+    168 registers on short sequences (Vim-T: 2 spills, 12 warps per SM) and all 255 with 28-86 spills on long
+    ones (8 warps per SM). Capping trades a few more spills for occupancy or a better schedule; sweep on an H100,
+    bf16 (benchmarks/selective_scan.md): Vim-T (8 channels, 1 warp) 1.48 -> 1.31 ms at 128; vanilla VMamba-T
+    stage 1 40.9 -> 36.7 ms and Vim-T at 1248 px 47.2 -> 36.9 ms at 160 (184 and above: slower than no cap).
+    At N = 1 no cap helped by more than noise.
+    """
+    if INTERPRET or dstate == 1:
+        return None
+    return 160 if length >= 1024 else 128
+
+
 def partial_batch(batch: int, groups: int, dstate: int, length: int, blocks_per_group: int, has_c: bool) -> int:
     """How many batch elements one backward launch takes when its dB / dC sums go to a float32 row per program
     (plain stores, summed by torch, deterministic); 0 where they are added atomically into one row per (batch,
@@ -411,6 +426,7 @@ def selective_scan_bwd(
     groups, dstate = B.shape[1], B.shape[2]
     dim_per_group = dim // groups
     block_d, block_l, warps = launch_config(dstate, length, dim_per_group, backward=True, rows=batch * dim)
+    register_cap = backward_register_cap(dstate, length)
     n_pad = next_pow2(dstate)
     blocks_per_group = cdiv(dim_per_group, block_d)
     has_states = cdiv(length, block_l) > 1
@@ -453,7 +469,7 @@ def selective_scan_bwd(
             N=dstate, N_PAD=n_pad, BLOCK_D=block_d, BLOCK_L=block_l,
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
             STATES_OUT=return_hidden_states, HAS_STATES=has_states, ATOMIC=not per_launch,
-            num_warps=warps,
+            num_warps=warps, maxnreg=register_cap,
         )
         if per_launch:
             torch.sum(rows[0], 2, out=_sliced(dB, part))
