@@ -77,7 +77,9 @@ from timm.layers import DropPath, lecun_normal_, resample_abs_pos_embed, to_2tup
 from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
+from kernels import causal_conv1d
 from scans import MiddleTokenScan, Scan
+
 from ._checkpoint import fit_state_dict, unwrap_checkpoint
 from .ssm import SelectiveSSM, ssm_no_weight_decay
 
@@ -177,10 +179,9 @@ class BiMamba(nn.Module):
         conv_channels = tokens.num_routes * channels
         self.tokens = tokens
         self.in_proj = nn.Linear(dim, 2 * d_inner, bias=False)
-        # One grouped conv holds every route's depthwise conv (official conv1d, conv1d_b, ...); causal like
-        # Mamba's: padded by d_conv - 1 on both sides, outputs past the route's end dropped.
+        # One grouped conv holds every route's depthwise conv (official conv1d, conv1d_b, ...); run causally
+        # (kernels.causal_conv1d: padded by d_conv - 1 on the left) with its SiLU.
         self.conv1d = nn.Conv1d(conv_channels, conv_channels, d_conv, groups=conv_channels, padding=d_conv - 1)
-        self.act = nn.SiLU()
         self.ssm = SelectiveSSM(channels, d_state=d_state, dt_rank=dt_rank, num_routes=tokens.num_routes)
         self.out_proj = nn.Linear(d_inner, dim, bias=False)
 
@@ -191,7 +192,7 @@ class BiMamba(nn.Module):
         x, z = (t.transpose(1, 2) for t in self.in_proj(x).chunk(2, dim=-1))
         zs = self.tokens.flatten(z, grid_size)
         xs = self.tokens.flatten(x, grid_size).reshape(batch, -1, length)
-        xs = self.act(self.conv1d(xs)[..., :length]).reshape(zs.shape)
+        xs = causal_conv1d(xs, self.conv1d.weight, self.conv1d.bias, activation='silu').reshape(zs.shape)
         # Token-major output: (B, L, d_inner) for out_proj without a copy. The average over each token's visits
         # is taken after out_proj (linear without bias, so the same), on half the elements.
         y = self.tokens.merge(self.ssm(xs, z=zs), grid_size, channels_contiguous=True)

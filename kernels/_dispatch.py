@@ -49,14 +49,15 @@ def eager_function(
     """The ``torch.autograd.Function`` named ``name`` that runs a custom op's forward implementation, context setup
     and backward without the op's dispatch, for eager calls (see ``use_custom_op``).
 
-    Outputs after the first are non-differentiable; the backward is once-differentiable (the kernels have no
+    Outputs after the first (of a tuple) are non-differentiable; the backward is once-differentiable (the kernels have no
     derivative of their own); both directions are named ``{op_name}_fwd`` / ``_bwd`` in profiles, like the op.
     """
     def forward(ctx, *inputs):
         with profiled(f'{op_name}_fwd'):
             output = forward_impl(*inputs)
         setup_context(ctx, inputs, output)
-        ctx.mark_non_differentiable(*output[1:])
+        if isinstance(output, tuple):
+            ctx.mark_non_differentiable(*output[1:])
         return output
 
     @once_differentiable
