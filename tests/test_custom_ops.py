@@ -68,7 +68,20 @@ def _scan_cases():
     return cases
 
 
-CASES = {**_layer_norm_cases(), **_route_gather_cases(), **_scan_cases()} if DEVICE is not None else {}
+def _causal_conv1d_cases():
+    x, weight, bias = _rand(2, 6, 13), _rand(6, 1, 4), _rand(6)
+    strided = _rand(2, 13, 6).transpose(1, 2)
+    y = ops.causal_conv1d_fwd(x, weight, bias, True, torch.float32)
+    return {
+        'causal_conv1d_fwd': (ops.causal_conv1d_fwd.default, (x, weight, bias, True, torch.float32)),
+        'causal_conv1d_fwd_strided_no_bias': (ops.causal_conv1d_fwd.default, (strided, weight, None, False,
+                                                                               torch.float32)),
+        'causal_conv1d_bwd': (ops.causal_conv1d_bwd.default, (torch.randn_like(y), x, weight, bias, True)),
+    }
+
+
+CASES = {**_layer_norm_cases(), **_route_gather_cases(), **_scan_cases(), **_causal_conv1d_cases()} \
+    if DEVICE is not None else {}
 
 
 @pytest.mark.parametrize('case', list(CASES))
