@@ -5,6 +5,7 @@ custom ops ``linzoo::causal_conv1d_fwd`` / ``_bwd`` (so ``torch.compile`` traces
 ``F.conv1d`` on the left-padded sequence, what the official code does without the causal-conv1d package. Both
 return the dtype ``nn.Conv1d`` would (autocast's on CUDA under autocast, else the inputs' common dtype).
 """
+import os
 from typing import Optional, Tuple
 
 import torch
@@ -117,6 +118,9 @@ def causal_conv1d(
     elif backend == 'triton' and _triton_causal_conv1d is None:
         raise RuntimeError(f'causal_conv1d: backend="triton" requested but Triton failed to import '
                            f'({_triton_import_error})')
+    elif backend == 'triton' and not x.is_cuda and os.environ.get('TRITON_INTERPRET', '0') != '1':
+        raise ValueError('causal_conv1d: backend="triton" needs CUDA tensors (or TRITON_INTERPRET=1 for CPU '
+                         f'tensors), got {x.device.type} tensors')
     taps = weight.shape[-1]
     if backend == 'torch' or x.numel() == 0:
         y = F.conv1d(x, weight.reshape(channels, 1, taps), bias, padding=taps - 1, groups=channels)[..., :x.shape[-1]]
@@ -127,4 +131,6 @@ def causal_conv1d(
     else:
         out_dtype = torch.promote_types(x.dtype, weight.dtype)
     conv = _fwd_op if use_custom_op() else _CausalConv1dFunction.apply
-    return conv(x, weight.contiguous(), bias, activation == 'silu', out_dtype)
+    # The kernels index weight and bias as dense rows.
+    return conv(x, weight.contiguous(), bias.contiguous() if bias is not None else None, activation == 'silu',
+                out_dtype)

@@ -46,13 +46,15 @@ def test_triton_matches_conv1d(length, taps, silu, has_bias, strided):
     x = (torch.randn(3, length, channels, generator=g).transpose(1, 2) if strided
          else torch.randn(3, channels, length, generator=g)).to(TRITON_DEVICE)
     weight = (0.5 * torch.randn(channels, 1, taps, generator=g)).to(TRITON_DEVICE)
-    bias = torch.randn(channels, generator=g).to(TRITON_DEVICE) if has_bias else None
+    # The bias as every other entry of a longer vector: a strided view must be read as its values.
+    bias_base = torch.randn(2 * channels, generator=g).to(TRITON_DEVICE) if has_bias else None
     dy = torch.randn(3, channels, length, generator=g).to(TRITON_DEVICE)
     results = []
     for backend in ('triton', 'torch'):
-        inputs = [t.detach().clone().requires_grad_() if t is not None else None for t in (x, weight, bias)]
-        out = causal_conv1d(*inputs, activation='silu' if silu else None, backend=backend)
-        grads = torch.autograd.grad(out, [t for t in inputs if t is not None], dy)
+        leaves = [t.detach().clone().requires_grad_() if t is not None else None for t in (x, weight, bias_base)]
+        bias = leaves[2][::2] if has_bias else None
+        out = causal_conv1d(leaves[0], leaves[1], bias, activation='silu' if silu else None, backend=backend)
+        grads = torch.autograd.grad(out, [t for t in leaves if t is not None], dy)
         results.append((out, grads))
     (out, grads), (ref, ref_grads) = results
     assert out.dtype == ref.dtype and out.shape == ref.shape
@@ -86,8 +88,11 @@ def test_bad_inputs_raise_clear_errors(args, match):
         causal_conv1d(*args)
 
 
-def test_bad_options_raise_clear_errors():
+def test_bad_options_raise_clear_errors(monkeypatch):
     x, w = torch.zeros(1, 2, 3), torch.zeros(2, 1, 4)
+    monkeypatch.setenv('TRITON_INTERPRET', '0')
+    with pytest.raises(ValueError, match='needs CUDA tensors'):
+        causal_conv1d(x, w, backend='triton')
     with pytest.raises(ValueError, match="activation must be None or 'silu'"):
         causal_conv1d(x, w, activation='gelu')
     with pytest.raises(ValueError, match="backend must be 'triton', 'torch' or None"):
