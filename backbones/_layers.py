@@ -8,7 +8,7 @@ from timm.layers import DropPath as _TimmDropPath
 from timm.layers import LayerNorm2d as _TimmLayerNorm2d
 from torch import Tensor
 
-from kernels import layer_norm_2d
+from kernels import autocast_dtype, layer_norm_2d
 
 __all__ = ['DropPath', 'LayerNorm2d', 'PointwiseConv2d', 'PointwiseMlp']
 
@@ -36,10 +36,7 @@ class LayerNorm2d(_TimmLayerNorm2d):
         self.autocast_output = autocast_output
 
     def forward(self, x: Tensor) -> Tensor:
-        out_dtype = None
-        device = x.device.type
-        if self.autocast_output and torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
-            out_dtype = torch.get_autocast_dtype(device)
+        out_dtype = autocast_dtype(x.device.type) if self.autocast_output else None
         return layer_norm_2d(x, self.weight, self.bias, self.eps, out_dtype=out_dtype)
 
 

@@ -85,6 +85,7 @@ from timm.layers import DropPath, Mlp, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, named_apply, register_model
 from timm.models._features import feature_take_indices
 
+from kernels import layer_norm_2d
 from scans import Scan, create_scan
 from ._checkpoint import fit_state_dict, unwrap_checkpoint
 from ._layers import LayerNorm2d
@@ -117,9 +118,11 @@ class GroupLayerNorm2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         batch, channels, height, width = x.shape
-        x = x.view(batch, self.num_groups, channels // self.num_groups, height, width).permute(0, 1, 3, 4, 2)
-        x = F.layer_norm(x, x.shape[-1:], eps=self.eps).permute(0, 1, 4, 2, 3).reshape(batch, channels, height, width)
-        return x * self.weight[:, None, None] + self.bias[:, None, None]
+        # The groups as batch entries of one channel LayerNorm (the Triton kernel on CUDA: no permuted copies).
+        # The per-channel affine follows, as the groups' slices of one weight cannot be a (C / G,) LN weight.
+        x = layer_norm_2d(x.reshape(batch * self.num_groups, channels // self.num_groups, height, width), None, None,
+                          self.eps)
+        return x.reshape(batch, channels, height, width) * self.weight[:, None, None] + self.bias[:, None, None]
 
 
 class ModulatedGroupMamba(nn.Module):

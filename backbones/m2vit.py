@@ -48,9 +48,8 @@ Design choices where the paper / official code leave it open:
 
 Written for linzoo from the paper and the reference notes (no official code copied).
 """
-import contextlib
 import math
-from typing import Any, ContextManager, Dict, List, Optional, Set, Tuple, Union
+from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -62,16 +61,9 @@ from timm.layers import DropPath, to_2tuple, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
-from kernels import blockdiag_matmul, monarch_matmul
+from kernels import autocast_off, blockdiag_matmul, monarch_matmul
 
 __all__ = ['M2ViT', 'fft_long_conv']  # model_registry will add each entrypoint fn to this
-
-
-def _autocast_off(device: torch.device) -> ContextManager:
-    """A context that disables autocast on ``device`` (nothing to disable on devices without autocast)."""
-    if torch.amp.is_autocast_available(device.type):
-        return torch.autocast(device.type, enabled=False)
-    return contextlib.nullcontext()
 
 
 def fft_long_conv(v: Tensor, k: Tensor, bidirectional: bool) -> Tensor:
@@ -94,7 +86,7 @@ def fft_long_conv(v: Tensor, k: Tensor, bidirectional: bool) -> Tensor:
         raise ValueError(f'fft_long_conv: a {"two-sided" if bidirectional else "causal"} filter for L={length} '
                          f'needs {2 * length - 1 if bidirectional else length} taps, got {k.shape[-1]}')
     n = 2 * length
-    with _autocast_off(v.device):
+    with autocast_off(v.device.type):
         k = k.float()
         if bidirectional:
             # Offsets 0..L-1 at indices 0..L-1 and -(L-1)..-1 at n-(L-1)..n-1; index L stays zero. Size 2L >= 2L-1
@@ -167,7 +159,7 @@ class ImplicitFilter(nn.Module):
         """The filter (dim, n) for a length-L sequence, n = 2L - 1 (bidirectional) or L, float32."""
         device = self.mlp[0].weight.device
         t, features = self.positional_features(length, device)
-        with _autocast_off(device):
+        with autocast_off(device.type):
             k = self.mlp(features.to(self.mlp[0].weight.dtype)).float()
         rates = torch.linspace(math.log(100) / 1.5, math.log(100) / 0.3, self.dim, device=device)
         return (k * torch.exp(-t.abs()[:, None] * rates)).t()

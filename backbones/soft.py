@@ -63,7 +63,7 @@ from timm.layers import DropPath, Mlp, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
-from kernels import newton_pinv
+from kernels import autocast_off, newton_pinv
 from ._checkpoint import fit_state_dict, unwrap_checkpoint
 
 __all__ = ['Soft']  # model_registry will add each entrypoint fn to this
@@ -82,7 +82,7 @@ def _gaussian_kernel(a: Tensor, b: Tensor) -> Tensor:
     The squared distance is expanded as ``|a|^2 + |b|^2 - 2 a.b`` (matmuls, as officially); autocast is off
     because that difference of large terms loses the distance in half precision.
     """
-    with torch.autocast(a.device.type, enabled=False):
+    with autocast_off(a.device.type):
         a, b = a.float(), b.float()
         dist = a.square().sum(-1, keepdim=True) + b.square().sum(-1).unsqueeze(-2) - 2 * (a @ b.transpose(-1, -2))
         return torch.exp(-dist / 2)

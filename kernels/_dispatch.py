@@ -1,7 +1,7 @@
 """How the kernel families dispatch: say once which backend is in use, and when to skip the custom ops."""
 import contextlib
 import logging
-from typing import Callable, Type
+from typing import Callable, ContextManager, Optional, Type
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -18,6 +18,29 @@ def announce(key: str, message: str, warn: bool = False) -> None:
     if key not in _announced and not torch.compiler.is_compiling():
         _announced.add(key)
         (_logger.warning if warn else _logger.info)(message)
+
+
+@torch.compiler.assume_constant_result
+def autocast_available(device_type: str) -> bool:
+    """``torch.amp.is_autocast_available``, constant-folded under ``torch.compile``.
+
+    Dynamo (torch 2.11) cannot trace the C function behind it: every call was a graph break, 57 per VMamba test
+    model, and the resumed frames recompiled per block until the recompile limit sent them back to eager (compiled
+    training ran at half the eager speed). Whether a device type has autocast never changes.
+    """
+    return torch.amp.is_autocast_available(device_type)
+
+
+def autocast_dtype(device_type: str) -> Optional[torch.dtype]:
+    """The dtype autocast computes in on ``device_type``; None where autocast is off or absent (e.g. meta)."""
+    if autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return None
+
+
+def autocast_off(device_type: str) -> ContextManager:
+    """A context that disables autocast on ``device_type`` (nothing to disable where it has none)."""
+    return torch.autocast(device_type, enabled=False) if autocast_available(device_type) else contextlib.nullcontext()
 
 
 def use_custom_op() -> bool:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._dispatch import announce, eager_function, use_custom_op
+from ._dispatch import announce, autocast_dtype, eager_function, use_custom_op
 
 __all__ = ['causal_conv1d']
 
@@ -125,11 +125,7 @@ def causal_conv1d(
     if backend == 'torch' or x.numel() == 0:
         y = F.conv1d(x, weight.reshape(channels, 1, taps), bias, padding=taps - 1, groups=channels)[..., :x.shape[-1]]
         return F.silu(y) if activation == 'silu' else y
-    device = x.device.type
-    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
-        out_dtype = torch.get_autocast_dtype(device)
-    else:
-        out_dtype = torch.promote_types(x.dtype, weight.dtype)
+    out_dtype = autocast_dtype(x.device.type) or torch.promote_types(x.dtype, weight.dtype)
     conv = _fwd_op if use_custom_op() else _CausalConv1dFunction.apply
     # The kernels index weight and bias as dense rows.
     return conv(x, weight.contiguous(), bias.contiguous() if bias is not None else None, activation == 'silu',

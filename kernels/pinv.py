@@ -9,20 +9,14 @@ Newton iteration backpropagation").
 
 Written for linzoo from the paper and the official code (read, not copied).
 """
-import contextlib
-from typing import ContextManager, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
+from ._dispatch import autocast_off
+
 __all__ = ['newton_pinv']
-
-
-def _autocast_off(device: torch.device) -> ContextManager:
-    """A context that disables autocast on ``device`` (nothing to disable on devices without autocast)."""
-    if torch.amp.is_autocast_available(device.type):
-        return torch.autocast(device.type, enabled=False)
-    return contextlib.nullcontext()
 
 
 def _newton_schulz(a: Tensor, num_iters: int, ridge: float) -> Tensor:
@@ -47,7 +41,7 @@ class _NewtonPinv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a: Tensor, num_iters: int, ridge: float) -> Tensor:
-        with torch.no_grad(), _autocast_off(a.device):
+        with torch.no_grad(), autocast_off(a.device.type):
             v = _newton_schulz(a.float(), num_iters, ridge)
         ctx.save_for_backward(v)
         return v.to(a.dtype)
@@ -57,7 +51,7 @@ class _NewtonPinv(torch.autograd.Function):
         (v,) = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None, None
-        with _autocast_off(grad.device):
+        with autocast_off(grad.device.type):
             # d(P^-1) = -P^-1 dP P^-1, so dL/dP = -P^-T G P^-T; P = A + ridge * I, so dL/dA is the same.
             vt = v.transpose(-1, -2)
             grad_a = -(vt @ grad.float() @ vt)

@@ -14,7 +14,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from . import torch_backend
-from ._dispatch import announce, eager_function, profiled, use_custom_op
+from ._dispatch import announce, autocast_dtype, eager_function, profiled, use_custom_op
 from ._grid import cdiv, next_pow2
 from .reference import selective_scan_oracle
 
@@ -299,10 +299,7 @@ def selective_scan(
 
 def _matmul_dtype(xs: Tensor, weight: Tensor) -> torch.dtype:
     """The dtype torch.matmul(weight, xs) computes in (autocast's, else the common one)."""
-    device = xs.device.type
-    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):  # (no autocast on meta)
-        return torch.get_autocast_dtype(device)
-    return torch.promote_types(xs.dtype, weight.dtype)
+    return autocast_dtype(xs.device.type) or torch.promote_types(xs.dtype, weight.dtype)
 
 
 def project_routes(

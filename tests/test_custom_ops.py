@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import kernels  # noqa: F401 - registers the ops
-from kernels import triton_backend
+from kernels import autocast_dtype, autocast_off, triton_backend
 
 if torch.cuda.is_available() or os.environ.get('TRITON_INTERPRET') == '1':
     import kernels.route_gather  # noqa: F401 - registers linzoo::route_gather (imported by scans on first use)
@@ -95,3 +95,23 @@ def test_scan_backward_with_per_program_rows(monkeypatch):
     monkeypatch.setattr(triton_backend, 'PARTIAL_MIN_PROGRAMS', 1)
     op, args = CASES['scan_bwd_triton']
     torch.library.opcheck(op, args)
+
+
+def test_autocast_dtype_folds_under_compile_and_follows_autocast():
+    """``autocast_dtype`` constant-folds ``torch.amp.is_autocast_available`` (opaque to dynamo: a graph break per
+    call in torch 2.11) but still reads the autocast state, which compiled graphs are guarded on: one fullgraph
+    function returns what eager does with autocast off, bfloat16 and float16, and on a device type without
+    autocast."""
+    def cast(x):
+        dtype = autocast_dtype(x.device.type)
+        return x.to(dtype) if dtype is not None else x * 2
+    compiled = torch.compile(cast, fullgraph=True, backend='aot_eager')
+    x = torch.ones(3)
+    assert compiled(x).dtype == torch.float32 and compiled(x)[0] == 2
+    for dtype in (torch.bfloat16, torch.float16):
+        with torch.autocast('cpu', dtype):
+            assert compiled(x).dtype == dtype
+    assert compiled(x).dtype == torch.float32
+    assert compiled(torch.ones(3, device='meta')).dtype == torch.float32
+    with autocast_off('cpu'), autocast_off('meta'):
+        assert not torch.is_autocast_enabled('cpu')
