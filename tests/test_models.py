@@ -223,8 +223,11 @@ def test_torch_compile_traces_one_graph(name, device):
     with torch.autocast(device, torch.bfloat16):
         compiled(x).float().sum().backward()
     model.eval()
+    # On CUDA the compiled graph takes the custom ops where eager takes fused autograd nodes, and cuDNN convolutions
+    # run in TF32: float32 results differ in the last bits (SOFT's Newton-Schulz iterations: 2.7e-5 on an H100).
+    tolerance = dict(rtol=1e-3, atol=1e-4) if device == 'cuda' else dict(rtol=1e-4, atol=1e-5)
     with torch.no_grad():
-        torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(compiled(x), model(x), **tolerance)
 
 
 @over_all_models
