@@ -74,24 +74,6 @@ def _backward(ctx, dy, dmean, drstd):
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-class _ContiguousGradient(torch.autograd.Function):
-    """Identity whose backward makes the gradient contiguous, for ``F.layer_norm`` on the channel-last view.
-
-    Given a strided output gradient (a channel-first map's, permuted), PyTorch's layer_norm backward returns a
-    contiguous input gradient while its meta function promises the output gradient's strides; a
-    ``torch.compile``'d backward planned a view on the promised strides and failed at run time (GroupMamba's
-    group norm). The kernel makes the gradient contiguous internally anyway, so this costs nothing.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        return grad.contiguous()
-
-
 _LayerNorm2dFunction = eager_function(
     '_LayerNorm2dFunction', 'linzoo::layer_norm_2d', _fwd_impl, _setup_context, _backward)
 
@@ -146,7 +128,13 @@ def layer_norm_2d(
             # Computed in float32 and rounded once to out_dtype, like the Triton kernel.
             x = x.float()
             weight, bias = (p.float() if p is not None else None for p in (weight, bias))
-        y = _ContiguousGradient.apply(F.layer_norm(x.permute(dims), (channels,), weight, bias, eps))
+        y = F.layer_norm(x.permute(dims), (channels,), weight, bias, eps)
+        if y.requires_grad:
+            # Given a strided output gradient (a channel-first map's, permuted), PyTorch's layer_norm backward
+            # returns a contiguous input gradient while its meta function promises the output gradient's strides;
+            # a torch.compile'd backward planned a view on the promised strides and failed at run time (GroupMamba's
+            # group norm). The kernel makes the gradient contiguous internally anyway: no extra copy.
+            y.register_hook(torch.Tensor.contiguous)
         y = y.permute(0, x.dim() - 1, *range(1, x.dim() - 1))
         return y.to(out_dtype) if out_dtype is not None else y
     if out_dtype is None:

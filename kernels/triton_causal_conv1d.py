@@ -27,8 +27,9 @@ def _pre_activation(x_base, w_ptr, c, c_mask, t, L, bias, s_x_l, K: tl.constexpr
     acc = tl.zeros([c.shape[0], t.shape[0]], tl.float32) + bias[:, None]
     for k in tl.static_range(K):
         src = t - (K - 1) + k
-        xk = tl.load(x_base + src[None, :] * s_x_l, mask=c_mask[:, None] & ((src >= 0) & (src < L))[None, :],
-                     other=0.0).to(tl.float32)
+        # int64 offsets along L: a channel-last x (stride C) passes 2**31 elements within one sequence.
+        in_seq = c_mask[:, None] & ((src >= 0) & (src < L))[None, :]
+        xk = tl.load(x_base + src[None, :].to(tl.int64) * s_x_l, mask=in_seq, other=0.0).to(tl.float32)
         acc += tl.load(w_ptr + c * K + k, mask=c_mask, other=0.0).to(tl.float32)[:, None] * xk
     return acc
 
@@ -71,7 +72,7 @@ def _causal_conv1d_bwd_pre_kernel(
     if HAS_BIAS:
         bias = tl.load(b_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
     x_base = x_ptr + b * s_x_b + c[:, None].to(tl.int64) * s_x_c
-    g = tl.load(dy_ptr + b * s_dy_b + c[:, None].to(tl.int64) * s_dy_c + t[None, :] * s_dy_l, mask=in_seq,
+    g = tl.load(dy_ptr + b * s_dy_b + c[:, None].to(tl.int64) * s_dy_c + t[None, :].to(tl.int64) * s_dy_l, mask=in_seq,
                 other=0.0).to(tl.float32)
     if SILU:
         pre = _pre_activation(x_base, w_ptr, c, c_mask, t, L, bias, s_x_l, K)
@@ -83,7 +84,8 @@ def _causal_conv1d_bwd_pre_kernel(
     part = (b * tl.num_programs(0) + pid_l) * C
     for k in tl.static_range(K):
         src = t - (K - 1) + k
-        xk = tl.load(x_base + src[None, :] * s_x_l, mask=in_seq & (src >= 0)[None, :], other=0.0).to(tl.float32)
+        xk = tl.load(x_base + src[None, :].to(tl.int64) * s_x_l, mask=in_seq & (src >= 0)[None, :],
+                     other=0.0).to(tl.float32)
         tl.store(dw_ptr + (part + c) * K + k, tl.sum(g * xk, axis=1), mask=c_mask)
     tl.store(db_ptr + part + c, tl.sum(g, axis=1), mask=c_mask)
 

@@ -64,6 +64,25 @@ def test_triton_matches_conv1d(length, taps, silu, has_bias, strided):
         torch.testing.assert_close(grad, ref_grad, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.skipif(TRITON_DEVICE is None, reason='needs CUDA or TRITON_INTERPRET=1')
+def test_triton_offsets_along_the_sequence_are_64_bit():
+    """A sequence whose step stride times its length passes 2**31 elements (e.g. a channel-last (B, L, C) map
+    viewed channel-first): 32-bit offsets read out of bounds (a crash in the interpreter)."""
+    stride = 2 ** 30
+    storage = torch.zeros(2 * stride + 1, dtype=torch.float16, device=TRITON_DEVICE)  # 4 GiB, untouched but 3 steps
+    x = storage.as_strided((1, 1, 3), (1, 1, stride))
+    with torch.no_grad():
+        x.copy_(torch.tensor([[[1.0, 2.0, 3.0]]]))
+    weight = torch.tensor([[[0.1, 0.2, 0.5]]], dtype=torch.float16, device=TRITON_DEVICE, requires_grad=True)
+    outputs = []
+    for backend in ('triton', 'torch'):
+        leaf = x.detach().requires_grad_() if backend == 'torch' else x.requires_grad_()
+        out = causal_conv1d(leaf, weight, activation='silu', backend=backend)
+        outputs.append((out.float(), *torch.autograd.grad(out.float().sum(), (leaf, weight))))
+    for got, expected in zip(*outputs):
+        torch.testing.assert_close(got.float(), expected.float(), rtol=2e-3, atol=2e-3)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason='needs a CUDA device')
 def test_triton_under_autocast_returns_autocast_dtype():

@@ -124,6 +124,23 @@ def test_torch_compile_traces_the_triton_op_without_graph_breaks():
         torch.testing.assert_close(g, r)
 
 
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_pytorch_path_output_takes_in_place_ops_and_gives_timm_gradients(channels_last):
+    """Like timm's LayerNorm2d, the output of the PyTorch path can be modified in place under autograd (the hook
+    that keeps its gradient contiguous for torch.compile must not make it a custom Function's view)."""
+    from timm.layers import LayerNorm2d as TimmLayerNorm2d
+    from backbones._layers import LayerNorm2d
+    x = torch.randn(2, 8, 3, 5, dtype=torch.float64)
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    grads = []
+    for norm in (LayerNorm2d(8).double(), TimmLayerNorm2d(8).double()):
+        leaf = x.clone().requires_grad_()
+        y = norm(leaf)
+        y.mul_(2)
+        grads.append(torch.autograd.grad(y.square().sum(), leaf)[0])
+    torch.testing.assert_close(*grads)
+
+
 def test_bad_arguments_raise_clear_errors():
     x = torch.randn(2, 4, 3, 3)
     with pytest.raises(ValueError, match=r'weight must have shape \(C,\) = \(4,\)'):
