@@ -118,7 +118,7 @@ class GroupLayerNorm2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         batch, channels, height, width = x.shape
-        # The groups as batch entries of one channel LayerNorm (the Triton kernel on CUDA: no permuted copies).
+        # The groups as batch entries of one channel LayerNorm (on CUDA the Triton kernel reads the map in place).
         # The per-channel affine follows, as the groups' slices of one weight cannot be a (C / G,) LN weight.
         x = layer_norm_2d(x.reshape(batch * self.num_groups, channels // self.num_groups, height, width), None, None,
                           self.eps)

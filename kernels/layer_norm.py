@@ -74,6 +74,10 @@ def _backward(ctx, dy, dmean, drstd):
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+def _contiguous(grad: Optional[Tensor]) -> Optional[Tensor]:
+    return grad.contiguous() if grad is not None else None  # None: an output the loss does not reach
+
+
 _LayerNorm2dFunction = eager_function(
     '_LayerNorm2dFunction', 'linzoo::layer_norm_2d', _fwd_impl, _setup_context, _backward)
 
@@ -134,7 +138,7 @@ def layer_norm_2d(
             # returns a contiguous input gradient while its meta function promises the output gradient's strides;
             # a torch.compile'd backward planned a view on the promised strides and failed at run time (GroupMamba's
             # group norm). The kernel makes the gradient contiguous internally anyway: no extra copy.
-            y.register_hook(torch.Tensor.contiguous)
+            y.register_hook(_contiguous)
         y = y.permute(0, x.dim() - 1, *range(1, x.dim() - 1))
         return y.to(out_dtype) if out_dtype is not None else y
     if out_dtype is None:

@@ -426,7 +426,9 @@ def selective_scan_bwd(
     groups, dstate = B.shape[1], B.shape[2]
     dim_per_group = dim // groups
     block_d, block_l, warps = launch_config(dstate, length, dim_per_group, backward=True, rows=batch * dim)
-    register_cap = backward_register_cap(dstate, length)
+    # Only passed when set: Triton's AMD backend has no maxnreg option.
+    cap = backward_register_cap(dstate, length)
+    register_cap = {'maxnreg': cap} if cap is not None else {}
     n_pad = next_pow2(dstate)
     blocks_per_group = cdiv(dim_per_group, block_d)
     has_states = cdiv(length, block_l) > 1
@@ -469,7 +471,7 @@ def selective_scan_bwd(
             N=dstate, N_PAD=n_pad, BLOCK_D=block_d, BLOCK_L=block_l,
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
             STATES_OUT=return_hidden_states, HAS_STATES=has_states, ATOMIC=not per_launch,
-            num_warps=warps, maxnreg=register_cap,
+            num_warps=warps, **register_cap,
         )
         if per_launch:
             torch.sum(rows[0], 2, out=_sliced(dB, part))
