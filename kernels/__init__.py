@@ -10,7 +10,7 @@ from .selective_scan import available_backends, project_routes, projected_select
 from .reference import selective_scan_oracle
 
 __all__ = [
-    'autocast_dtype', 'autocast_off', 'available_backends', 'blockdiag_matmul', 'blockdiag_to_dense', 'causal_conv1d', 'layer_norm_2d',
-    'monarch_matmul', 'monarch_to_dense', 'newton_pinv', 'project_routes', 'projected_selective_scan', 'selective_scan',
-    'selective_scan_oracle',
+    'autocast_dtype', 'autocast_off', 'available_backends', 'blockdiag_matmul', 'blockdiag_to_dense', 'causal_conv1d',
+    'layer_norm_2d', 'monarch_matmul', 'monarch_to_dense', 'newton_pinv', 'project_routes', 'projected_selective_scan',
+    'selective_scan', 'selective_scan_oracle',
 ]

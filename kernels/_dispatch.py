@@ -1,7 +1,10 @@
 """How the kernel families dispatch: say once which backend is in use, and when to skip the custom ops."""
 import contextlib
+import importlib
 import logging
-from typing import Callable, ContextManager, Optional, Type
+import os
+from types import ModuleType
+from typing import Callable, ContextManager, Optional, Tuple, Type
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -18,6 +21,41 @@ def announce(key: str, message: str, warn: bool = False) -> None:
     if key not in _announced and not torch.compiler.is_compiling():
         _announced.add(key)
         (_logger.warning if warn else _logger.info)(message)
+
+
+def import_triton_module(name: str) -> Tuple[Optional[ModuleType], Optional[str]]:
+    """``(kernels.<name>, None)``, or ``(None, why)`` where it (Triton) does not import: the callers then fall back
+    to PyTorch and say why once, instead of failing at ``import kernels``."""
+    try:
+        return importlib.import_module(f'{__package__}.{name}'), None
+    except ImportError as e:
+        return None, f'{type(e).__name__}: {e}'
+
+
+def triton_or_torch(op: str, x: torch.Tensor, backend: Optional[str], triton_module: Optional[ModuleType],
+                    import_error: Optional[str], torch_kernel: str) -> str:
+    """The backend of a kernel with a Triton and a PyTorch implementation, said once.
+
+    ``backend=None`` picks Triton for CUDA tensors in float16 / bfloat16 / float32 (float64 keeps PyTorch's kernel:
+    the Triton ones compute in float32), else PyTorch (``torch_kernel`` names it for the warning when Triton does
+    not import). An explicit 'triton' is checked: importable, and CUDA tensors unless TRITON_INTERPRET=1.
+    """
+    if backend is None:
+        fast_dtype = x.dtype in (torch.float16, torch.bfloat16, torch.float32)
+        backend = 'triton' if x.is_cuda and fast_dtype and triton_module is not None else 'torch'
+        if x.is_cuda and triton_module is None:
+            announce(f'{op}:torch-cuda', f'{op}: Triton is unavailable ({import_error}); CUDA tensors use '
+                                         f'{torch_kernel}', warn=True)
+        else:
+            announce(f'{op}:{backend}', f'{op}: using the {backend} backend for {x.device.type} tensors')
+    elif backend not in ('triton', 'torch'):
+        raise ValueError(f"{op}: backend must be 'triton', 'torch' or None, got {backend!r}")
+    elif backend == 'triton' and triton_module is None:
+        raise RuntimeError(f'{op}: backend="triton" requested but Triton failed to import ({import_error})')
+    elif backend == 'triton' and not x.is_cuda and os.environ.get('TRITON_INTERPRET', '0') != '1':
+        raise ValueError(f'{op}: backend="triton" needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors), got '
+                         f'{x.device.type} tensors')
+    return backend
 
 
 @torch.compiler.assume_constant_result
@@ -72,8 +110,9 @@ def eager_function(
     """The ``torch.autograd.Function`` named ``name`` that runs a custom op's forward implementation, context setup
     and backward without the op's dispatch, for eager calls (see ``use_custom_op``).
 
-    Outputs after the first (of a tuple) are non-differentiable; the backward is once-differentiable (the kernels have no
-    derivative of their own); both directions are named ``{op_name}_fwd`` / ``_bwd`` in profiles, like the op.
+    Outputs after the first (of a tuple) are non-differentiable; the backward is once-differentiable (the kernels
+    have no derivative of their own); both directions are named ``{op_name}_fwd`` / ``_bwd`` in profiles, like the
+    op.
     """
     def forward(ctx, *inputs):
         with profiled(f'{op_name}_fwd'):

@@ -5,23 +5,17 @@ custom ops ``linzoo::causal_conv1d_fwd`` / ``_bwd`` (so ``torch.compile`` traces
 ``F.conv1d`` on the left-padded sequence, what the official code does without the causal-conv1d package. Both
 return the dtype ``nn.Conv1d`` would (autocast's on CUDA under autocast, else the inputs' common dtype).
 """
-import os
 from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._dispatch import announce, autocast_dtype, eager_function, use_custom_op
+from ._dispatch import autocast_dtype, eager_function, import_triton_module, triton_or_torch, use_custom_op
 
 __all__ = ['causal_conv1d']
 
-try:
-    from . import triton_causal_conv1d as _triton_causal_conv1d
-    _triton_import_error: Optional[str] = None
-except ImportError as e:
-    _triton_causal_conv1d = None
-    _triton_import_error = f'{type(e).__name__}: {e}'
+_triton_causal_conv1d, _triton_import_error = import_triton_module('triton_causal_conv1d')
 
 
 def _fwd_impl(x: Tensor, weight: Tensor, bias: Optional[Tensor], silu: bool, out_dtype: torch.dtype) -> Tensor:
@@ -104,23 +98,8 @@ def causal_conv1d(
         raise ValueError(f'causal_conv1d: bias must be (C,) = ({channels},), got {tuple(bias.shape)}')
     if activation not in (None, 'silu'):
         raise ValueError(f"causal_conv1d: activation must be None or 'silu', got {activation!r}")
-    if backend is None:
-        fast_dtype = x.dtype in (torch.float16, torch.bfloat16, torch.float32)
-        backend = 'triton' if x.is_cuda and fast_dtype and _triton_causal_conv1d is not None else 'torch'
-        if x.is_cuda and _triton_causal_conv1d is None:
-            announce('causal_conv1d:torch-cuda', f'causal_conv1d: Triton is unavailable ({_triton_import_error}); '
-                                                 'CUDA tensors use PyTorch\'s conv1d', warn=True)
-        else:
-            announce(f'causal_conv1d:{backend}',
-                     f'causal_conv1d: using the {backend} backend for {x.device.type} tensors')
-    elif backend not in ('triton', 'torch'):
-        raise ValueError(f"causal_conv1d: backend must be 'triton', 'torch' or None, got {backend!r}")
-    elif backend == 'triton' and _triton_causal_conv1d is None:
-        raise RuntimeError(f'causal_conv1d: backend="triton" requested but Triton failed to import '
-                           f'({_triton_import_error})')
-    elif backend == 'triton' and not x.is_cuda and os.environ.get('TRITON_INTERPRET', '0') != '1':
-        raise ValueError('causal_conv1d: backend="triton" needs CUDA tensors (or TRITON_INTERPRET=1 for CPU '
-                         f'tensors), got {x.device.type} tensors')
+    backend = triton_or_torch('causal_conv1d', x, backend, _triton_causal_conv1d, _triton_import_error,
+                              "PyTorch's conv1d")
     taps = weight.shape[-1]
     if backend == 'torch' or x.numel() == 0:
         y = F.conv1d(x, weight.reshape(channels, 1, taps), bias, padding=taps - 1, groups=channels)[..., :x.shape[-1]]

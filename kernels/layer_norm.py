@@ -15,17 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._dispatch import announce, eager_function, use_custom_op
+from ._dispatch import eager_function, import_triton_module, triton_or_torch, use_custom_op
 from ._grid import bcp_strides
 
 __all__ = ['layer_norm_2d']
 
-try:
-    from . import triton_layer_norm as _triton_layer_norm
-    _triton_import_error: Optional[str] = None
-except ImportError as e:
-    _triton_layer_norm = None
-    _triton_import_error = f'{type(e).__name__}: {e}'
+_triton_layer_norm, _triton_import_error = import_triton_module('triton_layer_norm')
 
 
 def _fwd_impl(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
@@ -112,20 +107,8 @@ def layer_norm_2d(
             raise ValueError(f'layer_norm_2d: {name} must have shape (C,) = ({channels},), got {tuple(p.shape)}')
     if out_dtype is not None and not out_dtype.is_floating_point:
         raise ValueError(f'layer_norm_2d: out_dtype must be a floating dtype, got {out_dtype}')
-    if backend is None:
-        # float64 keeps PyTorch's kernel: the Triton one computes in float32.
-        fast_dtype = x.dtype in (torch.float16, torch.bfloat16, torch.float32)
-        backend = 'triton' if x.is_cuda and fast_dtype and _triton_layer_norm is not None else 'torch'
-        if x.is_cuda and _triton_layer_norm is None:
-            announce('layer_norm:torch-cuda', f'layer_norm_2d: Triton is unavailable ({_triton_import_error}); CUDA '
-                                              'tensors use PyTorch\'s layer_norm', warn=True)
-        else:
-            announce(f'layer_norm:{backend}', f'layer_norm_2d: using the {backend} backend for {x.device.type} tensors')
-    elif backend not in ('triton', 'torch'):
-        raise ValueError(f"layer_norm_2d: backend must be 'triton', 'torch' or None, got {backend!r}")
-    elif backend == 'triton' and _triton_layer_norm is None:
-        raise RuntimeError(f'layer_norm_2d: backend="triton" requested but Triton failed to import '
-                           f'({_triton_import_error})')
+    backend = triton_or_torch('layer_norm_2d', x, backend, _triton_layer_norm, _triton_import_error,
+                              "PyTorch's layer_norm")
     if backend == 'torch' or x.numel() == 0:
         dims = (0, *range(2, x.dim()), 1)
         if out_dtype is not None and x.dtype in (torch.float16, torch.bfloat16):

@@ -14,7 +14,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from . import torch_backend
-from ._dispatch import announce, autocast_dtype, eager_function, profiled, use_custom_op
+from ._dispatch import announce, autocast_dtype, eager_function, import_triton_module, profiled, use_custom_op
 from ._grid import cdiv, next_pow2
 from .reference import selective_scan_oracle
 
@@ -24,12 +24,7 @@ _BACKENDS = ('triton', 'torch', 'oracle')
 
 # Imported once here, not lazily on first use: torch.compile only traces a lazy import inside the backend choice,
 # so the op's fake implementation would find the module missing. A failure is reported when the backend is picked.
-try:
-    from . import triton_backend as _triton_backend
-    _triton_import_error: Optional[str] = None
-except ImportError as e:
-    _triton_backend = None
-    _triton_import_error = f'{type(e).__name__}: {e}'
+_triton_backend, _triton_import_error = import_triton_module('triton_backend')
 
 
 def available_backends() -> Tuple[str, ...]:

@@ -23,16 +23,12 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Tuple, Type, Type
 import torch
 from torch import Tensor
 
-from kernels._dispatch import announce, profiled, use_custom_op
+from kernels._dispatch import announce, import_triton_module, profiled, use_custom_op
 
 __all__ = ['Scan', 'register_scan', 'create_scan', 'list_scans']
 
-try:
-    from kernels.route_gather import route_gather as _route_gather, route_gather_op as _route_gather_op
-    _route_gather_error = None
-except ImportError as e:  # reported once, when CUDA tensors fall back to torch.gather
-    _route_gather = _route_gather_op = None
-    _route_gather_error = f'{type(e).__name__}: {e}'
+# A failure is reported once, when CUDA tensors fall back to torch.gather.
+_route_gather, _route_gather_error = import_triton_module('route_gather')
 
 DeviceLike = Union[str, torch.device, None]
 _ScanT = TypeVar('_ScanT', bound=Type['Scan'])
@@ -124,9 +120,9 @@ class _PermuteRoutes(torch.autograd.Function):
             args = (index, False) if to_routes else (inverse, not keep_routes and x.shape[1] > 1)
             args += (token_dim == -2, channels_contiguous_out)
             if use_custom_op():
-                return _route_gather_op(x, *args)
+                return _route_gather.route_gather_op(x, *args)
             with profiled('linzoo::route_gather'):  # named like the op in profiles
-                return _route_gather(x, *args)
+                return _route_gather.route_gather(x, *args)
         if to_routes:
             return _gather_routes(x, index, token_dim)
         return _ungather_routes(x, inverse, keep_routes, token_dim)

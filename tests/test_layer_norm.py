@@ -141,7 +141,7 @@ def test_pytorch_path_output_takes_in_place_ops_and_gives_timm_gradients(channel
     torch.testing.assert_close(*grads)
 
 
-def test_bad_arguments_raise_clear_errors():
+def test_bad_arguments_raise_clear_errors(monkeypatch):
     x = torch.randn(2, 4, 3, 3)
     with pytest.raises(ValueError, match=r'weight must have shape \(C,\) = \(4,\)'):
         layer_norm_2d(x, torch.ones(5), None, 1e-5)
@@ -151,3 +151,6 @@ def test_bad_arguments_raise_clear_errors():
         layer_norm_2d(x, None, None, 1e-5, backend='cuda')
     with pytest.raises(ValueError, match='out_dtype must be a floating dtype'):
         layer_norm_2d(x, None, None, 1e-5, out_dtype=torch.int32)
+    monkeypatch.setenv('TRITON_INTERPRET', '0')
+    with pytest.raises(ValueError, match='needs CUDA tensors'):
+        layer_norm_2d(x, None, None, 1e-5, backend='triton')
