@@ -1,4 +1,5 @@
-"""How the kernel families dispatch: say once which backend is in use, and when to skip the custom ops."""
+"""How the kernel families dispatch: import Triton or say why not, pick and announce a backend once, read autocast
+without breaking torch.compile graphs, and skip the custom ops in eager calls."""
 import contextlib
 import importlib
 import logging
