@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._dispatch import autocast_dtype, eager_function, import_triton_module, triton_or_torch, use_custom_op
+from ._grid import dense
 
 __all__ = ['causal_conv1d']
 
@@ -106,6 +107,4 @@ def causal_conv1d(
         return F.silu(y) if activation == 'silu' else y
     out_dtype = autocast_dtype(x.device.type) or torch.promote_types(x.dtype, weight.dtype)
     conv = _fwd_op if use_custom_op() else _CausalConv1dFunction.apply
-    # The kernels index weight and bias as dense rows.
-    return conv(x, weight.contiguous(), bias.contiguous() if bias is not None else None, activation == 'silu',
-                out_dtype)
+    return conv(x, dense(weight), dense(bias), activation == 'silu', out_dtype)  # the kernels read them as rows

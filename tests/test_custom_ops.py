@@ -42,7 +42,8 @@ def _route_gather_cases():
     routes = _rand(2, 4, 6, 15)
     return {
         'route_gather_flatten': (ops.route_gather.default, (maps, index, False, False, False)),
-        'route_gather_flatten_channels_last': (ops.route_gather.default, (_rand(2, 1, 15, 6), index, False, True, False)),
+        'route_gather_flatten_channels_last': (ops.route_gather.default,
+                                               (_rand(2, 1, 15, 6), index, False, True, False)),
         'route_gather_merge': (ops.route_gather.default, (routes, index, True, False, False)),
         'route_gather_merge_channels_contiguous': (ops.route_gather.default, (routes, index, True, False, True)),
     }
