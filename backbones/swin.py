@@ -51,7 +51,7 @@ from timm.layers import ClassifierHead, DropPath, Mlp, PatchEmbed, resize_rel_po
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, named_apply, register_model
 from timm.models._features import feature_take_indices
 
-from scans import create_scan
+from scans import Scan, create_scan
 from ._checkpoint import fit_state_dict, unwrap_checkpoint
 
 __all__ = ['SwinTransformer']  # model_registry will add each entrypoint fn to this
@@ -102,11 +102,14 @@ class ShiftedWindows:
 
     def __init__(self, window_size: Tuple[int, int]) -> None:
         self.window_size = window_size
-        self.scans = (
-            create_scan('window', window_size=window_size, pad=True),
-            create_scan('window', window_size=window_size, shift=(window_size[0] // 2, window_size[1] // 2), pad=True),
-        )
+        self.window_scan = create_scan('window', window_size=window_size, pad=True)
+        self.shifted_scan = create_scan(
+            'window', window_size=window_size, shift=(window_size[0] // 2, window_size[1] // 2), pad=True)
         self._layouts: Dict[Tuple[int, int, bool, torch.device], WindowLayout] = {}
+
+    def scan(self, shifted: bool) -> Scan:
+        # A choice, not a tuple indexed by the bool: torch 2.11's dynamo rejects bool indices (a graph break).
+        return self.shifted_scan if shifted else self.window_scan
 
     # Runs eagerly under torch.compile, whose graph keeps the result (the mask) as a constant, like the scans'
     # index plans.
@@ -116,7 +119,7 @@ class ShiftedWindows:
         key = (height, width, shifted, device)
         layout = self._layouts.get(key)
         if layout is None:
-            window, shift = self.scans[shifted].fit(height, width)
+            window, shift = self.scan(shifted).fit(height, width)
             num_windows = -(-height // window[0]) * -(-width // window[1])
             mask = self._mask((height, width), window, shift).to(device) if any(shift) else None
             layout = self._layouts[key] = WindowLayout((height, width), window, shift, shifted, num_windows, mask)
@@ -138,20 +141,20 @@ class ShiftedWindows:
         labels = (regions[0].view(-1, 1) * 3 + regions[1].view(1, -1)).view(-1)
         # The padded frame fits the same windows without shifting them, so the unshifted scan of the frame lists
         # its positions in window order.
-        labels = labels[self.scans[False].index_plan(*frame)[0]].view(-1, window[0] * window[1])
+        labels = labels[self.window_scan.index_plan(*frame)[0]].view(-1, window[0] * window[1])
         return (labels.unsqueeze(2) != labels.unsqueeze(1)).float() * _MASKED
 
     def partition(self, x: Tensor, layout: WindowLayout) -> Tensor:
         """(B, H, W, C) map -> (B, nW, N, C) window tokens, N = window area; zeros on the padding."""
         batch, _, _, channels = x.shape
-        routes = self.scans[layout.shifted].flatten(x, channels_last=True)  # (B, 1, nW * N, C), one gather
+        routes = self.scan(layout.shifted).flatten(x, channels_last=True)  # (B, 1, nW * N, C), one gather
         return routes.view(batch, layout.num_windows, -1, channels)
 
     def reverse(self, windows: Tensor, layout: WindowLayout) -> Tensor:
         """(B, nW, N, C) window tokens -> (B, H, W, C) map; the padding is dropped."""
         batch, num_windows, length, channels = windows.shape
         routes = windows.reshape(batch, 1, num_windows * length, channels)
-        return self.scans[layout.shifted].merge(routes, layout.size, channels_last=True)
+        return self.scan(layout.shifted).merge(routes, layout.size, channels_last=True)
 
 
 class WindowAttention(nn.Module):
