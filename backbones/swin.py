@@ -189,7 +189,9 @@ class WindowAttention(nn.Module):
         height, width = window
         length = height * width
         index = self.relative_position_index
-        if window != self.window_size:
+        # Compared as ints: torch 2.11's dynamo fails on `!=` between this tuple (a constant of the cached layout)
+        # and the attribute's.
+        if height != self.window_size[0] or width != self.window_size[1]:
             # A window fitted to a smaller map is the top-left part of the trained one, with the same offsets.
             index = index.view(*self.window_size, *self.window_size)[:height, :width, :height, :width]
         bias = self.relative_position_bias_table[index.reshape(-1)]

@@ -375,6 +375,11 @@ def test_benchmark_unknown_model_suggests_names(capsys):
     assert 'vmamba_tiny_s1l8' in err
 
 
+def test_benchmark_compile_mode_needs_compile(capsys):
+    err = cli_error(benchmark.main, ['--models', 'resnet18', '--torchcompile-mode', 'reduce-overhead'], capsys)
+    assert '--torchcompile-mode reduce-overhead needs --torchcompile' in err
+
+
 def test_flops_apply_the_selective_scan_rule():
     b, d, n, length = 2, 8, 4, 16
     u, delta, z = torch.randn(b, d, length), torch.rand(b, d, length), torch.randn(b, d, length)

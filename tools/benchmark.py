@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--channels-last', action='store_true')
     p.add_argument('--torchcompile', nargs='?', const='inductor', default=None, metavar='BACKEND',
                    help='torch.compile each model (backend, default inductor)')
+    p.add_argument('--torchcompile-mode', default=None, metavar='MODE',
+                   help="torch.compile mode with --torchcompile, e.g. 'reduce-overhead' (CUDA graphs: no per-kernel "
+                        "launch cost on the CPU)")
     p.add_argument('--num-warm-iter', type=int, default=10)
     p.add_argument('--num-bench-iter', type=int, default=40)
     p.add_argument('--opt', default='sgd', help='optimizer of the training step')
@@ -180,7 +183,7 @@ class Bench:
             model = model.to(memory_format=torch.channels_last)
         model.train(train)
         if self.args.torchcompile:
-            model = torch.compile(model, backend=self.args.torchcompile)
+            model = torch.compile(model, backend=self.args.torchcompile, mode=self.args.torchcompile_mode)
         return model
 
     def _input(self, batch: int, size: int) -> torch.Tensor:
@@ -339,6 +342,12 @@ def combine_rounds(rounds: List[Result]) -> Result:
     return result
 
 
+def _compile_label(args: argparse.Namespace) -> str:
+    if not args.torchcompile:
+        return 'off'
+    return f'{args.torchcompile} ({args.torchcompile_mode})' if args.torchcompile_mode else args.torchcompile
+
+
 def describe(args: argparse.Namespace, device: torch.device) -> str:
     """One line naming the device and settings, for the table's caption."""
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else \
@@ -346,7 +355,7 @@ def describe(args: argparse.Namespace, device: torch.device) -> str:
     memory = 'torch.cuda.max_memory_allocated' if device.type == 'cuda' else 'peak RSS above the pre-model RSS'
     rounds = f'; median of {args.rounds} round-robin rounds' if args.rounds > 1 else ''
     return (f'{name}; torch {torch.__version__}, timm {timm.__version__}; amp {args.amp}, '
-            f'channels_last {args.channels_last}, compile {args.torchcompile or "off"}; '
+            f'channels_last {args.channels_last}, compile {_compile_label(args)}; '
             f'{args.num_warm_iter} warm-up + {args.num_bench_iter} timed steps{rounds}; peak memory: {memory}')
 
 
@@ -356,6 +365,8 @@ def main(argv: Optional[List[str]] = None) -> List[Result]:
     logging.basicConfig(level=logging.INFO, format='%(message)s', force=True)
     if args.batch_size < 1 or args.num_bench_iter < 1 or args.rounds < 1 or args.num_warm_iter < 0 or args.profile < 0:
         raise CliError('--batch-size, --num-bench-iter and --rounds must be >= 1, --num-warm-iter and --profile >= 0')
+    if args.torchcompile_mode and not args.torchcompile:
+        raise CliError(f'--torchcompile-mode {args.torchcompile_mode} needs --torchcompile')
     names = expand_models(args.models)
     device = resolve_device(args.device)
     bench = Bench(args, device)
