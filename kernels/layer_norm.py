@@ -69,8 +69,30 @@ def _backward(ctx, dy, dmean, drstd):
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def _contiguous(grad: Optional[Tensor]) -> Optional[Tensor]:
-    return grad.contiguous() if grad is not None else None  # None: an output the loss does not reach
+def _traced_layer_norm_2d(
+        xp: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float, out_dtype: Optional[torch.dtype],
+) -> Tensor:
+    """``layer_norm_2d``'s PyTorch path as elementwise ops and means over the channel axis (last in ``xp``, the
+    channel-last view of x), in float32, for torch.compile graphs (inductor fuses them).
+
+    ``F.layer_norm`` there went wrong in two ways: given a strided output gradient (a channel-first map's,
+    permuted), its backward returns a contiguous input gradient where its meta function promises the output
+    gradient's strides, and a compiled backward that planned a view on them failed at run time (GroupMamba's group
+    norm); a gradient hook making it contiguous fixed that on torch 2.14, but dynamo cannot trace the hook on 2.9
+    (a graph break per norm).
+    """
+    if out_dtype is None:  # what F.layer_norm returns: float32 under CUDA autocast, else x's dtype
+        out_dtype = torch.float32 if xp.is_cuda and torch.is_autocast_enabled('cuda') else xp.dtype
+    xf = xp.float()
+    centred = xf - xf.mean(-1, keepdim=True)
+    y = centred * torch.rsqrt(centred.square().mean(-1, keepdim=True) + eps)
+    if weight is not None:
+        y = y * weight.float()
+    if bias is not None:
+        y = y + bias.float()
+    # Channel-last in memory, as the eager path returns.
+    y = y.contiguous().to(out_dtype)
+    return y.permute(0, y.dim() - 1, *range(1, y.dim() - 1))
 
 
 _LayerNorm2dFunction = eager_function(
@@ -111,17 +133,13 @@ def layer_norm_2d(
                               "PyTorch's layer_norm")
     if backend == 'torch' or x.numel() == 0:
         dims = (0, *range(2, x.dim()), 1)
+        if torch.compiler.is_compiling():
+            return _traced_layer_norm_2d(x.permute(dims), weight, bias, eps, out_dtype)
         if out_dtype is not None and x.dtype in (torch.float16, torch.bfloat16):
             # Computed in float32 and rounded once to out_dtype, like the Triton kernel.
             x = x.float()
             weight, bias = (p.float() if p is not None else None for p in (weight, bias))
         y = F.layer_norm(x.permute(dims), (channels,), weight, bias, eps)
-        if y.requires_grad:
-            # Given a strided output gradient (a channel-first map's, permuted), PyTorch's layer_norm backward
-            # returns a contiguous input gradient while its meta function promises the output gradient's strides;
-            # a torch.compile'd backward planned a view on the promised strides and failed at run time (GroupMamba's
-            # group norm). The kernel makes the gradient contiguous internally anyway: no extra copy.
-            y.register_hook(_contiguous)
         y = y.permute(0, x.dim() - 1, *range(1, x.dim() - 1))
         return y.to(out_dtype) if out_dtype is not None else y
     if out_dtype is None:

@@ -15,6 +15,31 @@ import importlib  # noqa: E402
 import pytest  # noqa: E402
 
 
+def _backport_interpreter_index() -> None:
+    """Triton 3.5's interpreter (torch 2.9's) converts a scalar to a Python int with ``int(array)``, which numpy
+    2.4 refuses for its 1-element arrays, so every kernel loop over a runtime bound failed there; Triton 3.6 squeezes
+    first. The same conversion, for the interpreter tests on that Triton only."""
+    if os.environ.get('TRITON_INTERPRET') != '1':
+        return
+    try:
+        import triton
+        from triton.runtime import interpreter
+    except ImportError:
+        return
+    if tuple(int(p) for p in triton.__version__.split('.')[:2]) >= (3, 6):
+        return
+    patch_tensor = interpreter._patch_lang_tensor
+
+    def patch_tensor_with_index(tensor):
+        patch_tensor(tensor)
+        tensor.__index__ = lambda self: int(self.handle.data.squeeze())
+
+    interpreter._patch_lang_tensor = patch_tensor_with_index
+
+
+_backport_interpreter_index()
+
+
 @pytest.fixture
 def scan_calls(monkeypatch):
     """Record every selective-scan kernel call of the eager paths (``selective_scan`` and the fused

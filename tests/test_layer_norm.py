@@ -126,8 +126,8 @@ def test_torch_compile_traces_the_triton_op_without_graph_breaks():
 
 @pytest.mark.parametrize('channels_last', [False, True])
 def test_pytorch_path_output_takes_in_place_ops_and_gives_timm_gradients(channels_last):
-    """Like timm's LayerNorm2d, the output of the PyTorch path can be modified in place under autograd (the hook
-    that keeps its gradient contiguous for torch.compile must not make it a custom Function's view)."""
+    """Like timm's LayerNorm2d, the output of the PyTorch path can be modified in place under autograd (it must not
+    be a custom Function's view)."""
     from timm.layers import LayerNorm2d as TimmLayerNorm2d
     from backbones._layers import LayerNorm2d
     x = torch.randn(2, 8, 3, 5, dtype=torch.float64)
@@ -139,6 +139,28 @@ def test_pytorch_path_output_takes_in_place_ops_and_gives_timm_gradients(channel
         y.mul_(2)
         grads.append(torch.autograd.grad(y.square().sum(), leaf)[0])
     torch.testing.assert_close(*grads)
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('dtype, out_dtype, tol', [
+    (torch.float32, None, 1e-5), (torch.bfloat16, torch.float32, 1e-5), (torch.bfloat16, None, 2e-2)])
+def test_pytorch_path_compiles_to_one_graph_like_eager(channels_last, dtype, out_dtype, tol):
+    """Compiled, the PyTorch path (elementwise ops and means over the channels) gives eager's values, dtype,
+    channel-last layout and gradients, given a channel-first output gradient (which F.layer_norm's compiled backward
+    mishandled) and without a graph break (which a gradient hook is on torch 2.9)."""
+    x, w, b = make((2, 6, 3, 5), channels_last, (True, True), dtype=dtype, device='cpu')
+    scale = torch.randn(2, 6, 3, 5, generator=torch.Generator().manual_seed(2))
+
+    def f(x, w, b):
+        y = layer_norm_2d(x, w, b, 1e-5, backend='torch', out_dtype=out_dtype)
+        return y, (y.float() * scale).sum()
+
+    y, loss = torch.compile(f, fullgraph=True, backend='aot_eager')(x, w, b)
+    ref_y, ref_loss = f(x, w, b)
+    assert y.dtype == ref_y.dtype and y.stride() == ref_y.stride()
+    torch.testing.assert_close(y.float(), ref_y.float(), rtol=tol, atol=tol)
+    for g, r in zip(torch.autograd.grad(loss, [x, w, b]), torch.autograd.grad(ref_loss, [x, w, b])):
+        torch.testing.assert_close(g.float(), r.float(), rtol=tol, atol=tol)
 
 
 def test_bad_arguments_raise_clear_errors(monkeypatch):
