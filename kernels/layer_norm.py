@@ -73,7 +73,7 @@ def _traced_layer_norm_2d(
         xp: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float, out_dtype: Optional[torch.dtype],
 ) -> Tensor:
     """``layer_norm_2d``'s PyTorch path as elementwise ops and means over the channel axis (last in ``xp``, the
-    channel-last view of x), in float32, for torch.compile graphs (inductor fuses them).
+    channel-last view of x), in float32 (float64 for float64 maps), for torch.compile graphs (inductor fuses them).
 
     ``F.layer_norm`` there went wrong in two ways: given a strided output gradient (a channel-first map's,
     permuted), its backward returns a contiguous input gradient where its meta function promises the output
@@ -81,15 +81,18 @@ def _traced_layer_norm_2d(
     norm); a gradient hook making it contiguous fixed that on torch 2.14, but dynamo cannot trace the hook on 2.9
     (a graph break per norm).
     """
-    if out_dtype is None:  # what F.layer_norm returns: float32 under CUDA autocast, else x's dtype
-        out_dtype = torch.float32 if xp.is_cuda and torch.is_autocast_enabled('cuda') else xp.dtype
-    xf = xp.float()
+    if out_dtype is None:
+        # What F.layer_norm returns: float32 under CUDA autocast (which leaves float64 alone), else x's dtype.
+        autocast = xp.is_cuda and torch.is_autocast_enabled('cuda') and xp.dtype != torch.float64
+        out_dtype = torch.float32 if autocast else xp.dtype
+    compute = torch.promote_types(xp.dtype, torch.float32)  # float64 stays float64
+    xf = xp.to(compute)
     centred = xf - xf.mean(-1, keepdim=True)
     y = centred * torch.rsqrt(centred.square().mean(-1, keepdim=True) + eps)
     if weight is not None:
-        y = y * weight.float()
+        y = y * weight.to(compute)
     if bias is not None:
-        y = y + bias.float()
+        y = y + bias.to(compute)
     # Channel-last in memory, as the eager path returns.
     y = y.contiguous().to(out_dtype)
     return y.permute(0, y.dim() - 1, *range(1, y.dim() - 1))

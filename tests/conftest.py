@@ -11,6 +11,7 @@ if not glob.glob('/dev/nvidia[0-9]*'):
     os.environ.setdefault('TRITON_INTERPRET', '1')
 
 import importlib  # noqa: E402
+import re  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -26,7 +27,8 @@ def _backport_interpreter_index() -> None:
         from triton.runtime import interpreter
     except ImportError:
         return
-    if tuple(int(p) for p in triton.__version__.split('.')[:2]) >= (3, 6):
+    major_minor = re.match(r'(\d+)\.(\d+)', triton.__version__)
+    if major_minor is None or tuple(map(int, major_minor.groups())) >= (3, 6):
         return
     patch_tensor = interpreter._patch_lang_tensor
 

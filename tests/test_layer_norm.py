@@ -143,24 +143,41 @@ def test_pytorch_path_output_takes_in_place_ops_and_gives_timm_gradients(channel
 
 @pytest.mark.parametrize('channels_last', [False, True])
 @pytest.mark.parametrize('dtype, out_dtype, tol', [
-    (torch.float32, None, 1e-5), (torch.bfloat16, torch.float32, 1e-5), (torch.bfloat16, None, 2e-2)])
+    (torch.float32, None, 1e-5), (torch.float64, None, 1e-12), (torch.bfloat16, torch.float32, 1e-5),
+    (torch.bfloat16, None, 2e-2)])
 def test_pytorch_path_compiles_to_one_graph_like_eager(channels_last, dtype, out_dtype, tol):
-    """Compiled, the PyTorch path (elementwise ops and means over the channels) gives eager's values, dtype,
-    channel-last layout and gradients, given a channel-first output gradient (which F.layer_norm's compiled backward
-    mishandled) and without a graph break (which a gradient hook is on torch 2.9)."""
+    """Compiled (fullgraph: a gradient hook is a graph break on torch 2.9), the PyTorch path gives eager's values,
+    dtype, channel-last layout and gradients, float64 kept in float64."""
     x, w, b = make((2, 6, 3, 5), channels_last, (True, True), dtype=dtype, device='cpu')
+    if dtype == torch.float64:  # F.layer_norm on the CPU takes parameters of x's dtype
+        w, b = (p.detach().double().requires_grad_() for p in (w, b))
     scale = torch.randn(2, 6, 3, 5, generator=torch.Generator().manual_seed(2))
 
     def f(x, w, b):
         y = layer_norm_2d(x, w, b, 1e-5, backend='torch', out_dtype=out_dtype)
-        return y, (y.float() * scale).sum()
+        return y, (y.double() * scale).sum()
 
     y, loss = torch.compile(f, fullgraph=True, backend='aot_eager')(x, w, b)
     ref_y, ref_loss = f(x, w, b)
-    assert y.dtype == ref_y.dtype and y.stride() == ref_y.stride()
-    torch.testing.assert_close(y.float(), ref_y.float(), rtol=tol, atol=tol)
+    assert y.dtype == ref_y.dtype and y.movedim(1, -1).is_contiguous() and ref_y.movedim(1, -1).is_contiguous()
+    torch.testing.assert_close(y.double(), ref_y.double(), rtol=tol, atol=tol)
     for g, r in zip(torch.autograd.grad(loss, [x, w, b]), torch.autograd.grad(ref_loss, [x, w, b])):
-        torch.testing.assert_close(g.float(), r.float(), rtol=tol, atol=tol)
+        torch.testing.assert_close(g.double(), r.double(), rtol=tol, atol=tol)
+
+
+def test_pytorch_path_compiled_backward_takes_a_strided_gradient_through_a_view():
+    """F.layer_norm's backward returns a contiguous gradient where its meta function promises the strided output
+    gradient's strides, so a compiled backward that viewed it failed ("view size is not compatible"): GroupMamba's
+    group norm, a LayerNorm of a reshaped map."""
+    x = torch.randn(2, 8, 3, 5, requires_grad=True)
+    scale = torch.randn(8, 1, 1)
+
+    def f(x):
+        return (layer_norm_2d(x.reshape(4, 4, 3, 5), None, None, 1e-5, backend='torch').reshape(2, 8, 3, 5)
+                * scale).sum()
+
+    grad = torch.autograd.grad(torch.compile(f, fullgraph=True, backend='aot_eager')(x), x)[0]
+    torch.testing.assert_close(grad, torch.autograd.grad(f(x), x)[0], rtol=1e-4, atol=1e-5)
 
 
 def test_bad_arguments_raise_clear_errors(monkeypatch):

@@ -84,9 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--channels-last', action='store_true')
     p.add_argument('--torchcompile', nargs='?', const='inductor', default=None, metavar='BACKEND',
                    help='torch.compile each model (backend, default inductor)')
-    p.add_argument('--torchcompile-mode', default=None, metavar='MODE',
-                   help="torch.compile mode with --torchcompile, e.g. 'reduce-overhead' (CUDA graphs: no per-kernel "
-                        "launch cost on the CPU)")
+    p.add_argument('--torchcompile-mode', default=None,
+                   choices=['default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs'],
+                   help="inductor's torch.compile mode with --torchcompile; 'reduce-overhead' runs CUDA graphs (no "
+                        "per-kernel launch cost on the CPU)")
     p.add_argument('--num-warm-iter', type=int, default=10)
     p.add_argument('--num-bench-iter', type=int, default=40)
     p.add_argument('--opt', default='sgd', help='optimizer of the training step')
