@@ -11,30 +11,35 @@ if not glob.glob('/dev/nvidia[0-9]*'):
     os.environ.setdefault('TRITON_INTERPRET', '1')
 
 import importlib  # noqa: E402
-import re  # noqa: E402
 
 import pytest  # noqa: E402
 
 
 def _backport_interpreter_index() -> None:
-    """Triton 3.5's interpreter (torch 2.9's) converts a scalar to a Python int with ``int(array)``, which numpy
-    2.4 refuses for its 1-element arrays, so every kernel loop over a runtime bound failed there; Triton 3.6 squeezes
-    first. The same conversion, for the interpreter tests on that Triton only."""
+    """Triton's interpreter up to 3.6 at least (torch 2.9's 3.5, 2.11's 3.6) converts a scalar to a Python int with
+    ``int(array)``, which numpy 2.4 refuses for its 1-element arrays, so every kernel loop over a runtime bound
+    failed there; Triton 3.8 squeezes first. The same conversion for every version, in interpreter mode only (on a
+    Triton that already squeezes it changes nothing)."""
     if os.environ.get('TRITON_INTERPRET') != '1':
         return
     try:
-        import triton
         from triton.runtime import interpreter
     except ImportError:
         return
-    major_minor = re.match(r'(\d+)\.(\d+)', triton.__version__)
-    if major_minor is None or tuple(map(int, major_minor.groups())) >= (3, 6):
+    patch_tensor = getattr(interpreter, '_patch_lang_tensor', None)
+    if patch_tensor is None:
         return
-    patch_tensor = interpreter._patch_lang_tensor
 
-    def patch_tensor_with_index(tensor):
-        patch_tensor(tensor)
-        tensor.__index__ = lambda self: int(self.handle.data.squeeze())
+    def index(self):
+        return int(self.handle.data.squeeze())
+
+    def patch_tensor_with_index(tensor, *args, **kwargs):
+        patch_tensor(tensor, *args, **kwargs)
+        scope = args[0] if args else kwargs.get('scope')  # Triton 3.6+ restores patched attributes through it
+        if scope is not None:
+            scope.set_attr(tensor, '__index__', index)
+        else:
+            tensor.__index__ = index
 
     interpreter._patch_lang_tensor = patch_tensor_with_index
 
