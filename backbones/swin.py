@@ -108,7 +108,7 @@ class ShiftedWindows:
         self._layouts: Dict[Tuple[int, int, bool, torch.device], WindowLayout] = {}
 
     def scan(self, shifted: bool) -> Scan:
-        # A choice, not a tuple indexed by the bool: torch 2.11's dynamo rejects bool indices (a graph break).
+        # A choice, not a tuple indexed by the bool: dynamo of torch 2.9 and 2.11 rejects bool indices.
         return self.shifted_scan if shifted else self.window_scan
 
     # Runs eagerly under torch.compile, whose graph keeps the result (the mask) as a constant, like the scans'
@@ -189,8 +189,8 @@ class WindowAttention(nn.Module):
         height, width = window
         length = height * width
         index = self.relative_position_index
-        # Compared as ints: torch 2.11's dynamo fails on `!=` between this tuple (a constant of the cached layout)
-        # and the attribute's.
+        # Compared as ints: dynamo of torch 2.9 and 2.11 fails on `!=` between this tuple (a constant of the cached
+        # layout) and the attribute's.
         if height != self.window_size[0] or width != self.window_size[1]:
             # A window fitted to a smaller map is the top-left part of the trained one, with the same offsets.
             index = index.view(*self.window_size, *self.window_size)[:height, :width, :height, :width]
