@@ -69,6 +69,13 @@ def _backward(ctx, dy, dmean, drstd):
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+def _layer_norm_dtype(x: Tensor) -> torch.dtype:
+    """The dtype F.layer_norm returns for x: float32 under CUDA autocast (CPU autocast does not cast it, and autocast
+    leaves float64 alone), else x's."""
+    autocast = x.is_cuda and torch.is_autocast_enabled('cuda') and x.dtype != torch.float64
+    return torch.float32 if autocast else x.dtype
+
+
 def _traced_layer_norm_2d(
         xp: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float, out_dtype: Optional[torch.dtype],
 ) -> Tensor:
@@ -81,10 +88,7 @@ def _traced_layer_norm_2d(
     norm); a gradient hook making it contiguous fixed that on torch 2.14, but dynamo cannot trace the hook on 2.9
     (a graph break per norm).
     """
-    if out_dtype is None:
-        # What F.layer_norm returns: float32 under CUDA autocast (which leaves float64 alone), else x's dtype.
-        autocast = xp.is_cuda and torch.is_autocast_enabled('cuda') and xp.dtype != torch.float64
-        out_dtype = torch.float32 if autocast else xp.dtype
+    out_dtype = out_dtype or _layer_norm_dtype(xp)
     compute = torch.promote_types(xp.dtype, torch.float32)  # float64 stays float64
     xf = xp.to(compute)
     centred = xf - xf.mean(-1, keepdim=True)
@@ -145,9 +149,6 @@ def layer_norm_2d(
         y = F.layer_norm(x.permute(dims), (channels,), weight, bias, eps)
         y = y.permute(0, x.dim() - 1, *range(1, x.dim() - 1))
         return y.to(out_dtype) if out_dtype is not None else y
-    if out_dtype is None:
-        # CUDA autocast runs layer_norm in float32 (CPU autocast does not): return what F.layer_norm would.
-        autocast = x.is_cuda and torch.is_autocast_enabled('cuda')
-        out_dtype = torch.float32 if autocast else x.dtype
+    out_dtype = out_dtype or _layer_norm_dtype(x)
     norm = _fwd_op if use_custom_op() else _LayerNorm2dFunction.apply
     return norm(x, weight, bias, float(eps), out_dtype)[0]
