@@ -38,6 +38,8 @@ INTERPRET = os.environ.get('TRITON_INTERPRET', '0') == '1'
 # 616 MB, larger shapes take the batch in several launches.
 PARTIAL_BYTES = 2 ** 30
 PARTIAL_MIN_PROGRAMS = 16
+# Programs the N > 1 backward of short sequences keeps in flight when it takes 16 channels per program.
+WIDE_BACKWARD_PROGRAMS = 6144
 
 
 @triton.jit
@@ -303,9 +305,9 @@ def launch_config(
         warps = {4: 1, 8: 2}.get(block_d, 2 if backward else 4)
     else:
         block_l = 16
-        # The backward takes 16 channels where that still leaves ~6k programs (Vim-T's call, G = 2 at batch 128:
-        # 2.40 -> 2.31 ms); with fewer rows (Vim-T at G = 1) 16 channels were 15% slower than 8.
-        block_d, warps = (16 if backward and rows // 16 >= 6144 else 8), 1
+        # The backward takes 16 channels where that still leaves WIDE_BACKWARD_PROGRAMS programs (Vim-T's call,
+        # G = 2 at batch 128: 2.52 -> 2.33 ms); with fewer rows (Vim-T at G = 1) 16 channels were 15% slower.
+        block_d, warps = (16 if backward and rows // 16 >= WIDE_BACKWARD_PROGRAMS else 8), 1
     return min(block_d, next_pow2(dim_per_group)), block_l, warps
 
 

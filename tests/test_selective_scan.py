@@ -249,6 +249,18 @@ def test_triton_on_gpu_matches_oracle(case, dtype):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason='needs a CUDA device')
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16], ids=str)
+def test_triton_wide_backward_programs_on_gpu(dtype, monkeypatch):
+    # Vim's model call takes 16 channels per backward program (launch_config); here at a size the oracle can check.
+    from kernels import triton_backend
+    monkeypatch.setattr(triton_backend, 'WIDE_BACKWARD_PROGRAMS', 1)
+    assert triton_backend.launch_config(16, 197, 48, backward=True, rows=96)[0] == 16
+    inputs = make_inputs(device='cuda', dtype=dtype, batch=2, dim=96, groups=2, dstate=16, length=197)
+    check_against_oracle(inputs, *GPU_TOLERANCES[dtype], backend='triton', delta_softplus=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason='needs a CUDA device')
 def test_torch_backend_on_gpu_matches_triton():
     inputs = make_inputs(device='cuda', dim=16, groups=4, dstate=2, length=300)
     out, grads = run_with_grads(inputs, delta_softplus=True, backend='triton')
