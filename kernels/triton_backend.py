@@ -216,6 +216,14 @@ def _selective_scan_bwd_kernel(
                 sz = tl.sigmoid(zz)
                 dy = dout * zz * sz
         y = Dv[:, None] * uu  # pre-gate output, rebuilt state by state for dz
+        # The adjoint scan runs forward over the chunk in reverse order (t_rev): Triton's reverse scan flips its two
+        # inputs and two outputs through lane shuffles; here the inputs are loaded or flipped once per chunk and
+        # only the adjoint is flipped per state.
+        t_rev = c * BLOCK_L + (BLOCK_L - 1 - j)
+        m2_rev = d_mask[:, None] & (t_rev < L)[None, :]
+        dt_next_rev = tl.flip(dt_next, 1)
+        if not STATES_OUT:
+            dy_rev = tl.flip(dy, 1)
         gB = tl.zeros([BLOCK_D, BLOCK_L], tl.float32)
         ddt = tl.zeros([BLOCK_D, BLOCK_L], tl.float32)
         # A rolled loop: unrolled, the 16 states' loads and temporaries were hoisted together (255 registers and
@@ -232,16 +240,17 @@ def _selective_scan_bwd_kernel(
             pa, pb = tl.associative_scan((a, bx), axis=1, combine_fn=_combine)
             hh = pb + pa * h0[:, None]
             if STATES_OUT:
-                v = tl.load(do_base + n * s_do_n + t[None, :], mask=m2, other=0.0).to(tl.float32)
+                v_rev = tl.load(do_base + n * s_do_n + t_rev[None, :], mask=m2_rev, other=0.0).to(tl.float32)
             else:
                 Cn = tl.load(C_base + n * s_C_n + t, mask=t_mask, other=0.0).to(tl.float32)
-                v = dy * Cn[None, :]
+                Cn_rev = tl.load(C_base + n * s_C_n + t_rev, mask=t_rev < L, other=0.0).to(tl.float32)
+                v_rev = dy_rev * Cn_rev[None, :]
                 y += hh * Cn[None, :]
                 _add_partial(dC_base + n * L + t, tl.sum(hh * dy, axis=0), t_mask, ATOMIC)
-            a_next = tl.exp2(dt_next * A2n[:, None])
-            ra, rg = tl.associative_scan((a_next, v), axis=1, combine_fn=_combine, reverse=True)
+            a_next = tl.exp2(dt_next_rev * A2n[:, None])
+            ra, rg = tl.associative_scan((a_next, v_rev), axis=1, combine_fn=_combine)
             carry_n = tl.sum(tl.where(nn[None, :] == n, carry, 0.0), axis=1)
-            gg = rg + ra * carry_n[:, None]
+            gg = tl.flip(rg + ra * carry_n[:, None], 1)
             gB += gg * Bn[None, :]
             g_ah = gg * (hh - bx)  # a_t * h_{t-1} = h_t - b_t: no second scan
             ddt += g_ah * An[:, None]
