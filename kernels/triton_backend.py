@@ -38,8 +38,8 @@ INTERPRET = os.environ.get('TRITON_INTERPRET', '0') == '1'
 # 616 MB, larger shapes take the batch in several launches.
 PARTIAL_BYTES = 2 ** 30
 PARTIAL_MIN_PROGRAMS = 16
-# Programs the N > 1 backward of short sequences keeps in flight when it takes 16 channels per program.
-WIDE_BACKWARD_PROGRAMS = 6144
+# Programs the N > 1 backward (and long forward) keep in flight where narrower programs can (launch_config).
+MIN_PROGRAMS = 6144
 
 
 @triton.jit
@@ -291,10 +291,11 @@ def launch_config(
     backward walks the chunks whose start states the forward saved.
 
     Chosen from block-size sweeps on an H100 (benchmarks/selective_scan.md): at N = 1 narrow programs
-    (2-4 channels, one warp) keep every reduction inside a warp; at N = 16 and long sequences wider programs
-    amortise the B/C rows and the dB/dC reductions over more channels, as long as there are enough of them:
-    each program walks the whole sequence, so with few rows (``rows`` = batch x channels, e.g. Vim at
-    1248 px, batch 32) the width drops to keep about 6k programs in flight (forward 2.8x faster there).
+    (2-4 channels, one warp) keep every reduction inside a warp. At N = 16 the backward is bound by the latency
+    of its per-state chains, hidden only by many one-warp programs in flight: 8 channels each, 4 where that
+    would leave fewer than ``MIN_PROGRAMS`` (``rows`` = batch x channels, e.g. Vim at 1248 px, batch 32).
+    The N = 16 forward of long sequences amortises the B/C rows over wider programs, with the same floor on
+    their number (forward 2.8x faster at 1248 px than at a fixed width).
     """
     if INTERPRET:
         # Tiny tiles keep the interpreter fast and make tests cross several chunks and masked tails.
@@ -304,19 +305,16 @@ def launch_config(
         # Short sequences: the backward's per-chunk work is short, so two channels per program (twice the
         # programs) hide more latency (VMamba-T stage 3: 1.31 -> 1.11 ms); the forward keeps four.
         block_d, warps = (2 if backward and length <= 256 else 4), 1
-    elif length >= 1024:
-        block_l, block_d = 64, 16
-        target = 3072 if backward else 6144
-        while block_d > 4 and rows // block_d < target:
+    elif backward or length >= 1024:
+        block_l = 64 if length >= 1024 else 16
+        # Backward after the flipped adjoint scan: vanilla VMamba-T stage 1 26.5 ms with 8 channels and one warp
+        # (16 and two warps: 30.2), Vim-T at 1248 px 24.1 ms with 4 (8 and two warps: 46.8), Vim-T's call 2.09.
+        block_d = 8 if backward else 16
+        while block_d > 4 and rows // block_d < MIN_PROGRAMS:
             block_d //= 2
-        # Backward with 16 channels: 2 warps (vanilla VMamba-T stage 1: 41.0 ms; 4 warps 63.9, and 32 channels
-        # with 4 warps 45.1 with the rolled state loop).
-        warps = {4: 1, 8: 2}.get(block_d, 2 if backward else 4)
+        warps = 1 if backward else {4: 1, 8: 2}.get(block_d, 4)
     else:
-        block_l = 16
-        # The backward takes 16 channels where that still leaves WIDE_BACKWARD_PROGRAMS programs (Vim-T's call,
-        # G = 2 at batch 128: 2.52 -> 2.33 ms); with fewer rows (Vim-T at G = 1) 16 channels were 15% slower.
-        block_d, warps = (16 if backward and rows // 16 >= WIDE_BACKWARD_PROGRAMS else 8), 1
+        block_l, block_d, warps = 16, 8, 1
     return min(block_d, next_pow2(dim_per_group)), block_l, warps
 
 

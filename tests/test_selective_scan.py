@@ -250,13 +250,16 @@ def test_triton_on_gpu_matches_oracle(case, dtype):
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason='needs a CUDA device')
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16], ids=str)
-def test_triton_wide_backward_programs_on_gpu(dtype, monkeypatch):
-    # Vim's model call takes 16 channels per backward program (launch_config); here at a size the oracle can check.
+def test_triton_model_size_tiles_on_gpu(dtype, monkeypatch):
+    # Model-size calls take wider N = 16 programs than the small cases above (launch_config keeps MIN_PROGRAMS in
+    # flight); here those tiles at sizes the oracle can check: 8 channels backward, 16 forward at L >= 1024.
     from kernels import triton_backend
-    monkeypatch.setattr(triton_backend, 'WIDE_BACKWARD_PROGRAMS', 1)
-    assert triton_backend.launch_config(16, 197, 48, backward=True, rows=96)[0] == 16
-    inputs = make_inputs(device='cuda', dtype=dtype, batch=2, dim=96, groups=2, dstate=16, length=197)
-    check_against_oracle(inputs, *GPU_TOLERANCES[dtype], backend='triton', delta_softplus=True)
+    monkeypatch.setattr(triton_backend, 'MIN_PROGRAMS', 1)
+    assert triton_backend.launch_config(16, 197, 48, backward=True, rows=96)[0] == 8
+    assert triton_backend.launch_config(16, 1100, 48, backward=False, rows=96)[0] == 16
+    for length in (197, 1100):
+        inputs = make_inputs(device='cuda', dtype=dtype, batch=2, dim=96, groups=2, dstate=16, length=length)
+        check_against_oracle(inputs, *GPU_TOLERANCES[dtype], backend='triton', delta_softplus=True)
 
 
 @pytest.mark.gpu
