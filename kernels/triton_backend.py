@@ -323,10 +323,10 @@ def backward_register_cap(dstate: int, length: int) -> Optional[int]:
 
     The N = 16 backward keeps the state tile, its gradient and the chunk's decays live and the compiler takes
     168 registers on short sequences (Vim-T: 2 spills, 12 warps per SM) and all 255 with 28-86 spills on long
-    ones (8 warps per SM). Capping trades a few more spills for occupancy or a better schedule; sweep on an H100,
-    bf16 (benchmarks/selective_scan.md): Vim-T (8 channels, 1 warp) 1.48 -> 1.31 ms at 128; vanilla VMamba-T
-    stage 1 40.9 -> 36.7 ms and Vim-T at 1248 px 47.2 -> 36.9 ms at 160 (184 and above: slower than no cap).
-    At N = 1 no cap helped by more than noise.
+    ones (8 warps per SM). Capping trades a few more spills for occupancy or a better schedule; sweeps on an H100,
+    bf16 (benchmarks/selective_scan.md), at the current tiles: Vim-T's call (8 channels, 1 warp) 2.80 -> 2.09 ms
+    at 128 (2.16 at 160); vanilla VMamba-T stage 1 28.2 -> 26.5 ms at 160 (34.4 at 128); Vim-T at 1248 px (4
+    channels) 24.1 ms at 160, 24.9 at 128. At N = 1 no cap helped by more than noise.
     """
     if INTERPRET or dstate == 1:
         return None
