@@ -379,9 +379,8 @@ def selective_scan_fwd(
         delta_softplus: bool,
         return_hidden_states: bool,
         out_dtype: torch.dtype,
-        save_states: bool = True,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Returns (out, last_state float32 (batch, D, N), chunk-start states or an empty tensor)."""
+    """Returns (out, last_state float32 (batch, D, N), chunk-start states or an empty tensor for one chunk)."""
     batch, dim, length = u.shape
     groups, dstate = B.shape[1], B.shape[2]
     dim_per_group = dim // groups
@@ -396,7 +395,7 @@ def selective_scan_fwd(
         out = torch.empty(batch, dim, length, device=u.device, dtype=out_dtype)
         s_out = out.stride()[:2] + (0,)
     last = torch.empty(batch, dim, dstate, device=u.device, dtype=torch.float32)
-    keep_states = save_states and n_chunks > 1
+    keep_states = n_chunks > 1
     states = torch.empty(batch, dim, n_chunks, n_pad, device=u.device, dtype=torch.float32) if keep_states \
         else u.new_empty(0, dtype=torch.float32)
     A32 = A.float().contiguous()
