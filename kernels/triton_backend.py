@@ -217,8 +217,8 @@ def _selective_scan_bwd_kernel(
                 dy = dout * zz * sz
         y = Dv[:, None] * uu  # pre-gate output, rebuilt state by state for dz
         # The adjoint scan runs forward over the chunk in reverse order (t_rev): Triton's reverse scan flips its two
-        # inputs and two outputs through lane shuffles; here the inputs are loaded or flipped once per chunk and
-        # only the adjoint is flipped per state.
+        # inputs and two outputs through lane shuffles per state; here dt(t + 1) and dy are flipped once per chunk,
+        # C (or the states' gradient) is loaded at reversed positions, and only the adjoint is flipped per state.
         t_rev = c * BLOCK_L + (BLOCK_L - 1 - j)
         m2_rev = d_mask[:, None] & (t_rev < L)[None, :]
         dt_next_rev = tl.flip(dt_next, 1)
