@@ -146,6 +146,23 @@ def _selective_scan_fwd_kernel(
 
 
 @triton.jit
+def _bwd_state_loads(n, A_row, d_mask, B_row, C_row, C_row_rev, t_mask, t_rev_mask, h0_row, s_B_n, s_C_n,
+                     HAS_STATES: tl.constexpr, STATES_OUT: tl.constexpr):
+    """State n's A column, B / C rows (C also at reversed positions) and chunk-start state."""
+    An = tl.load(A_row + n, mask=d_mask, other=0.0)
+    Bn = tl.load(B_row + n * s_B_n, mask=t_mask, other=0.0).to(tl.float32)
+    h0 = tl.zeros_like(An)
+    if HAS_STATES:
+        h0 = tl.load(h0_row + n, mask=d_mask, other=0.0)
+    Cn = tl.zeros_like(Bn)
+    Cn_rev = tl.zeros_like(Bn)
+    if not STATES_OUT:
+        Cn = tl.load(C_row + n * s_C_n, mask=t_mask, other=0.0).to(tl.float32)
+        Cn_rev = tl.load(C_row_rev + n * s_C_n, mask=t_rev_mask, other=0.0).to(tl.float32)
+    return An, Bn, h0, Cn, Cn_rev
+
+
+@triton.jit
 def _selective_scan_bwd_kernel(
         u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, states_ptr,
         du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
@@ -228,13 +245,17 @@ def _selective_scan_bwd_kernel(
         ddt = tl.zeros([BLOCK_D, BLOCK_L], tl.float32)
         # A rolled loop: unrolled, the 16 states' loads and temporaries were hoisted together (255 registers and
         # spills at N=16; rolled 188 and none: Vim-T backward 3.51 -> 3.00 ms, vanilla VMamba 47.0 -> 44.7 ms).
+        # Each state's row loads are issued one state ahead, so their latency is off the state's dependency chain.
+        An_next, Bn_next, h0_next, Cn_next, Cn_rev_next = _bwd_state_loads(
+            0, A_ptr + d * N, d_mask, B_base + t, C_base + t, C_base + t_rev, t_mask, t_rev < L, st_base + c * N_PAD,
+            s_B_n, s_C_n, HAS_STATES, STATES_OUT)
         for n in range(N):
-            An = tl.load(A_ptr + d * N + n, mask=d_mask, other=0.0)
+            An, Bn, h0, Cn, Cn_rev = An_next, Bn_next, h0_next, Cn_next, Cn_rev_next
+            if N > 1:
+                An_next, Bn_next, h0_next, Cn_next, Cn_rev_next = _bwd_state_loads(
+                    tl.minimum(n + 1, N - 1), A_ptr + d * N, d_mask, B_base + t, C_base + t, C_base + t_rev, t_mask,
+                    t_rev < L, st_base + c * N_PAD, s_B_n, s_C_n, HAS_STATES, STATES_OUT)
             A2n = An * 1.4426950408889634
-            Bn = tl.load(B_base + n * s_B_n + t, mask=t_mask, other=0.0).to(tl.float32)
-            h0 = tl.zeros([BLOCK_D], tl.float32)
-            if HAS_STATES:
-                h0 = tl.load(st_base + c * N_PAD + n, mask=d_mask, other=0.0)
             a = tl.exp2(dt * A2n[:, None])
             bx = dtu * Bn[None, :]
             pa, pb = tl.associative_scan((a, bx), axis=1, combine_fn=_combine)
@@ -242,8 +263,6 @@ def _selective_scan_bwd_kernel(
             if STATES_OUT:
                 v_rev = tl.load(do_base + n * s_do_n + t_rev[None, :], mask=m2_rev, other=0.0).to(tl.float32)
             else:
-                Cn = tl.load(C_base + n * s_C_n + t, mask=t_mask, other=0.0).to(tl.float32)
-                Cn_rev = tl.load(C_base + n * s_C_n + t_rev, mask=t_rev < L, other=0.0).to(tl.float32)
                 v_rev = dy_rev * Cn_rev[None, :]
                 y += hh * Cn[None, :]
                 _add_partial(dC_base + n * L + t, tl.sum(hh * dy, axis=0), t_mask, ATOMIC)
@@ -318,19 +337,21 @@ def launch_config(
     return min(block_d, next_pow2(dim_per_group)), block_l, warps
 
 
-def backward_register_cap(dstate: int, length: int) -> Optional[int]:
+def backward_register_cap(dstate: int, length: int, block_d: int) -> Optional[int]:
     """Triton's ``maxnreg`` for the backward at d_state > 1 (None: the compiler's choice, up to 255).
 
-    The N = 16 backward keeps the state tile, its gradient and the chunk's decays live and the compiler takes
-    168 registers on short sequences (Vim-T: 2 spills, 12 warps per SM) and all 255 with 28-86 spills on long
-    ones (8 warps per SM). Capping trades a few more spills for occupancy or a better schedule; sweeps on an H100,
-    bf16 (benchmarks/selective_scan.md), at the current tiles: Vim-T's call (8 channels, 1 warp) 2.80 -> 2.09 ms
-    at 128 (2.16 at 160); vanilla VMamba-T stage 1 28.2 -> 26.5 ms at 160 (34.4 at 128); Vim-T at 1248 px (4
-    channels) 24.1 ms at 160, 24.9 at 128. At N = 1 no cap helped by more than noise.
+    The N = 16 backward keeps the state tile, its gradient, the chunk's decays and the next state's prefetched rows
+    live. Capping trades spills for occupancy or a better schedule; sweeps on an H100, bf16
+    (benchmarks/selective_scan.md), at the current tiles with the prefetched rows: Vim-T's call (short, 8
+    channels) 2.20 ms uncapped, 1.85 at 128 or 160; vanilla VMamba-T stage 1 (long, 8 channels) 23.8 uncapped,
+    26.7 at 160, 33.2 at 128; Vim-T at 1248 px (long, 4 channels) 24.1 uncapped, 19.5 at 160, 22.0 at 128.
+    At N = 1 no cap helped by more than noise.
     """
     if INTERPRET or dstate == 1:
         return None
-    return 160 if length >= 1024 else 128
+    if length < 1024:
+        return 128
+    return 160 if block_d <= 4 else None
 
 
 def partial_batch(batch: int, groups: int, dstate: int, length: int, blocks_per_group: int, has_c: bool) -> int:
@@ -437,7 +458,7 @@ def selective_scan_bwd(
     dim_per_group = dim // groups
     block_d, block_l, warps = launch_config(dstate, length, dim_per_group, backward=True, rows=batch * dim)
     # Only passed when set: Triton's AMD backend has no maxnreg option.
-    cap = backward_register_cap(dstate, length)
+    cap = backward_register_cap(dstate, length, block_d)
     register_cap = {'maxnreg': cap} if cap is not None else {}
     n_pad = next_pow2(dstate)
     blocks_per_group = cdiv(dim_per_group, block_d)
