@@ -57,7 +57,13 @@ def _softplus(x):
 @triton.jit
 def _load_dt(delta_ptr, offs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
     """Raw delta (+ bias) and the step size dt, with dt = 0 (identity step) wherever mask is off."""
-    raw = tl.load(delta_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    return _step_size(tl.load(delta_ptr + offs, mask=mask, other=0.0), mask, bias, HAS_BIAS, SOFTPLUS)
+
+
+@triton.jit
+def _step_size(loaded, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """_load_dt on an already loaded delta tile."""
+    raw = loaded.to(tl.float32)
     if HAS_BIAS:
         raw = raw + bias[:, None]
     dt = raw
@@ -163,6 +169,28 @@ def _bwd_state_loads(n, A_row, d_mask, B_row, C_row, C_row_rev, t_mask, t_rev_ma
 
 
 @triton.jit
+def _bwd_chunk_loads(c, j, L, d_mask, u_base, dt_base, do_base, z_base, A_row, B_base, C_base, st_base, s_B_n, s_C_n,
+                     BLOCK_L: tl.constexpr, N_PAD: tl.constexpr, HAS_Z: tl.constexpr, HAS_STATES: tl.constexpr,
+                     STATES_OUT: tl.constexpr):
+    """Chunk c's input tiles as stored (u, delta, delta one token later, dout, z) and its first state's rows."""
+    t = c * BLOCK_L + j
+    t_rev = c * BLOCK_L + (BLOCK_L - 1 - j)
+    m2 = d_mask[:, None] & (t < L)[None, :]
+    u_raw = tl.load(u_base + t[None, :], mask=m2, other=0.0)
+    delta_raw = tl.load(dt_base + t[None, :], mask=m2, other=0.0)
+    delta_next_raw = tl.load(dt_base + t[None, :] + 1, mask=d_mask[:, None] & (t + 1 < L)[None, :], other=0.0)
+    dout_raw = tl.zeros_like(u_raw)
+    z_raw = tl.zeros_like(u_raw)
+    if not STATES_OUT:
+        dout_raw = tl.load(do_base + t[None, :], mask=m2, other=0.0)
+        if HAS_Z:
+            z_raw = tl.load(z_base + t[None, :], mask=m2, other=0.0)
+    An, Bn, h0, Cn, Cn_rev = _bwd_state_loads(0, A_row, d_mask, B_base + t, C_base + t, C_base + t_rev, t < L,
+                                              t_rev < L, st_base + c * N_PAD, s_B_n, s_C_n, HAS_STATES, STATES_OUT)
+    return u_raw, delta_raw, delta_next_raw, dout_raw, z_raw, An, Bn, h0, Cn, Cn_rev
+
+
+@triton.jit
 def _selective_scan_bwd_kernel(
         u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, states_ptr,
         du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
@@ -171,7 +199,7 @@ def _selective_scan_bwd_kernel(
         s_do_b, s_do_d, s_do_n,
         N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-        STATES_OUT: tl.constexpr, HAS_STATES: tl.constexpr, ATOMIC: tl.constexpr,
+        STATES_OUT: tl.constexpr, HAS_STATES: tl.constexpr, ATOMIC: tl.constexpr, PREFETCH_CHUNK: tl.constexpr,
 ):
     pid = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -213,23 +241,38 @@ def _selective_scan_bwd_kernel(
     dbias_acc = tl.zeros([BLOCK_D], tl.float32)
     # Loop-invariant code motion out of the chunk loop costs registers at N > 1 (Vim-T backward: 188 -> 168
     # registers without it, 1.56 -> 1.37 ms) and pays at N = 1 (VMamba-T stage 1: 2.61 ms with, 2.73 without).
+    if PREFETCH_CHUNK:
+        u_next, delta_next, delta1_next, dout_next, z_next, A0_next, B0_next, h00_next, C0_next, C0_rev_next = \
+            _bwd_chunk_loads(n_chunks - 1, j, L, d_mask, u_base, dt_base, do_base, z_base, A_ptr + d * N, B_base,
+                             C_base, st_base, s_B_n, s_C_n, BLOCK_L, N_PAD, HAS_Z, HAS_STATES, STATES_OUT)
     for i in tl.range(0, n_chunks, disable_licm=N > 1):
         c = n_chunks - 1 - i
         t = c * BLOCK_L + j
         t_mask = t < L
         m2 = d_mask[:, None] & t_mask[None, :]
-        uu = tl.load(u_base + t[None, :], mask=m2, other=0.0).to(tl.float32)
-        raw, dt = _load_dt(dt_base, t[None, :], m2, bias, HAS_BIAS, SOFTPLUS)
+        # The tiles as stored and the first state's rows (An_next, ...: the state loop below loads one state ahead).
+        # With PREFETCH_CHUNK they were loaded during the previous chunk, and the next chunk's load now.
+        if PREFETCH_CHUNK:
+            u_raw, delta_raw, delta1_raw, dout_raw, z_raw = u_next, delta_next, delta1_next, dout_next, z_next
+            An_next, Bn_next, h0_next, Cn_next, Cn_rev_next = A0_next, B0_next, h00_next, C0_next, C0_rev_next
+            u_next, delta_next, delta1_next, dout_next, z_next, A0_next, B0_next, h00_next, C0_next, C0_rev_next = \
+                _bwd_chunk_loads(tl.maximum(c - 1, 0), j, L, d_mask, u_base, dt_base, do_base, z_base, A_ptr + d * N,
+                                 B_base, C_base, st_base, s_B_n, s_C_n, BLOCK_L, N_PAD, HAS_Z, HAS_STATES, STATES_OUT)
+        else:
+            u_raw, delta_raw, delta1_raw, dout_raw, z_raw, An_next, Bn_next, h0_next, Cn_next, Cn_rev_next = \
+                _bwd_chunk_loads(c, j, L, d_mask, u_base, dt_base, do_base, z_base, A_ptr + d * N, B_base, C_base,
+                                 st_base, s_B_n, s_C_n, BLOCK_L, N_PAD, HAS_Z, HAS_STATES, STATES_OUT)
+        uu = u_raw.to(tl.float32)
+        raw, dt = _step_size(delta_raw, m2, bias, HAS_BIAS, SOFTPLUS)
         dtu = dt * uu
         # Step size of the next token (it may sit in the next chunk; identity step past the end).
-        _, dt_next = _load_dt(dt_base, t[None, :] + 1, d_mask[:, None] & (t + 1 < L)[None, :], bias, HAS_BIAS,
-                              SOFTPLUS)
+        _, dt_next = _step_size(delta1_raw, d_mask[:, None] & (t + 1 < L)[None, :], bias, HAS_BIAS, SOFTPLUS)
         dy = tl.zeros([BLOCK_D, BLOCK_L], tl.float32)
         if not STATES_OUT:
-            dout = tl.load(do_base + t[None, :], mask=m2, other=0.0).to(tl.float32)
+            dout = dout_raw.to(tl.float32)
             dy = dout
             if HAS_Z:
-                zz = tl.load(z_base + t[None, :], mask=m2, other=0.0).to(tl.float32)
+                zz = z_raw.to(tl.float32)
                 sz = tl.sigmoid(zz)
                 dy = dout * zz * sz
         y = Dv[:, None] * uu  # pre-gate output, rebuilt state by state for dz
@@ -246,9 +289,6 @@ def _selective_scan_bwd_kernel(
         # A rolled loop: unrolled, the 16 states' loads and temporaries were hoisted together (255 registers and
         # spills at N=16; rolled 188 and none: Vim-T backward 3.51 -> 3.00 ms, vanilla VMamba 47.0 -> 44.7 ms).
         # Each state's row loads are issued one state ahead, so their latency is off the state's dependency chain.
-        An_next, Bn_next, h0_next, Cn_next, Cn_rev_next = _bwd_state_loads(
-            0, A_ptr + d * N, d_mask, B_base + t, C_base + t, C_base + t_rev, t_mask, t_rev < L, st_base + c * N_PAD,
-            s_B_n, s_C_n, HAS_STATES, STATES_OUT)
         for n in range(N):
             An, Bn, h0, Cn, Cn_rev = An_next, Bn_next, h0_next, Cn_next, Cn_rev_next
             if N > 1:
@@ -502,6 +542,9 @@ def selective_scan_bwd(
             N=dstate, N_PAD=n_pad, BLOCK_D=block_d, BLOCK_L=block_l,
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
             STATES_OUT=return_hidden_states, HAS_STATES=has_states, ATOMIC=not per_launch,
+            # Loading chunk c - 1 during chunk c pays where the chunk is all the work (N = 1: VMamba-T backward -5%
+            # at stages 1-3, even at 4); at N = 16 the extra live tiles cost more (Vim-T's call 1.84 -> 2.39 ms).
+            PREFETCH_CHUNK=dstate == 1,
             num_warps=warps, **register_cap,
         )
         if per_launch:
