@@ -366,8 +366,9 @@ def launch_config(
         block_d, warps = (2 if backward and length <= 256 else 4), 1
     elif backward or length >= 1024:
         block_l = 64 if length >= 1024 else 16
-        # Backward after the flipped adjoint scan: vanilla VMamba-T stage 1 26.5 ms with 8 channels and one warp
-        # (16 and two warps: 30.2), Vim-T at 1248 px 24.1 ms with 4 (8 and two warps: 46.8), Vim-T's call 2.09.
+        # Backward with the prefetched state rows (ninth session): vanilla VMamba-T stage 1 23.9 ms with 8 channels
+        # and one warp (16 and two warps: 30.5), Vim-T at 1248 px 19.5 ms with 4 (8: 33.8), Vim-T's call 1.85 (16
+        # and two warps: 2.14).
         block_d = 8 if backward else 16
         while block_d > 4 and rows // block_d < MIN_PROGRAMS:
             block_d //= 2
