@@ -5,9 +5,10 @@ scanning each chunk with ``tl.associative_scan`` over (decay, input) pairs in fl
 between chunks. Compared with mamba_ssm's CUDA kernel (one block per channel, a loop over states) this
 loads each B/C row once for BLOCK_D channels and reduces dB/dC over those channels before one store.
 
-The forward saves the state at every chunk start (batch, D, n_chunks, N_PAD) so the backward can walk the
-chunks in reverse, recompute each chunk's states from its start state, and run the adjoint scan
-``g_t = v_t + a_{t+1} g_{t+1}`` with a carry. dA, dD and the delta-bias gradient are written as per-batch
+Long N > 1 sequences with few rows (Vim at high resolution) run a token-by-token forward instead: each program
+holds its channels' N states and steps through the tokens (``steps_forward``). Either forward saves the state at
+every chunk start (batch, D, n_chunks, N_PAD) so the backward can walk the chunks in reverse, recompute each
+chunk's states from its start state, and run the adjoint scan ``g_t = v_t + a_{t+1} g_{t+1}`` with a carry. dA, dD and the delta-bias gradient are written as per-batch
 partials and summed by torch (deterministic); so are dB and dC where a group has many programs, else they
 are added atomically into one float32 row (``partial_batch``).
 
@@ -24,7 +25,7 @@ import triton.language as tl
 
 from ._grid import cdiv, dense, next_pow2
 
-__all__ = ['launch_config', 'backward_register_cap', 'selective_scan_fwd', 'selective_scan_bwd']
+__all__ = ['launch_config', 'steps_forward', 'backward_register_cap', 'selective_scan_fwd', 'selective_scan_bwd']
 
 # The kernels tune their loops with tl.range(loop_unroll_factor=, disable_licm=), which Triton 3.5 introduced: an
 # older Triton fails here, and selective_scan reports the PyTorch backend instead (with this message).
@@ -40,6 +41,9 @@ PARTIAL_BYTES = 2 ** 30
 PARTIAL_MIN_PROGRAMS = 16
 # Programs the N > 1 backward (and long forward) keep in flight where narrower programs can (launch_config).
 MIN_PROGRAMS = 6144
+# Long N > 1 sequences whose chunked forward would get fewer than 16 channels per program (few rows) run the
+# token-by-token forward instead (steps_forward).
+STEPS_MIN_LENGTH = 1024
 
 
 @triton.jit
@@ -149,6 +153,68 @@ def _selective_scan_fwd_kernel(
                 y = y * zz * tl.sigmoid(zz)
             tl.store(o_base + t[None, :], y.to(out_ptr.dtype.element_ty), mask=m2)
     tl.store(last_ptr + (b * dim + d[:, None]) * N + nn[None, :], h, mask=d_mask[:, None] & (nn[None, :] < N))
+
+
+@triton.jit
+def _selective_scan_fwd_steps_kernel(
+        u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
+        out_ptr, last_ptr, states_ptr,
+        L, dim, dim_per_group, blocks_per_group,
+        s_u_b, s_u_d, s_dt_b, s_dt_d, s_B_b, s_B_g, s_B_n, s_C_b, s_C_g, s_C_n, s_z_b, s_z_d,
+        s_o_b, s_o_d,
+        N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+        HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+        SAVE_STATES: tl.constexpr,
+):
+    """The forward token by token: each program holds the [BLOCK_D, N] states of its channels and steps through
+    the sequence (no scan, no per-state loop); it saves the states at every BLOCK_L-token chunk start like the
+    chunked forward, for the backward."""
+    pid = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    g = pid // blocks_per_group
+    d_in_group = (pid % blocks_per_group) * BLOCK_D + tl.arange(0, BLOCK_D)
+    d_mask = d_in_group < dim_per_group
+    d = (g * dim_per_group + d_in_group).to(tl.int64)
+    nn = tl.arange(0, N_PAD)
+    n_mask = nn < N
+
+    bias = tl.zeros([BLOCK_D], tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + d, mask=d_mask, other=0.0).to(tl.float32)
+    Dv = tl.zeros([BLOCK_D], tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + d, mask=d_mask, other=0.0).to(tl.float32)
+    dn_mask = d_mask[:, None] & n_mask[None, :]
+    # Padded states have A = 0 and B = 0: they stay at zero.
+    A2 = tl.load(A_ptr + d[:, None] * N + nn[None, :], mask=dn_mask, other=0.0) * 1.4426950408889634
+
+    u_row = u_ptr + b * s_u_b + d * s_u_d
+    dt_row = delta_ptr + b * s_dt_b + d * s_dt_d
+    z_row = z_ptr + b * s_z_b + d * s_z_d
+    o_row = out_ptr + b * s_o_b + d * s_o_d
+    B_col = B_ptr + b * s_B_b + g * s_B_g + nn * s_B_n
+    C_col = C_ptr + b * s_C_b + g * s_C_g + nn * s_C_n
+    n_chunks = tl.cdiv(L, BLOCK_L)
+    st_base = states_ptr + ((b * dim + d[:, None]) * n_chunks) * N_PAD + nn[None, :]
+
+    h = tl.zeros([BLOCK_D, N_PAD], tl.float32)
+    for c in range(0, n_chunks):
+        if SAVE_STATES:
+            tl.store(st_base + c * N_PAD, h, mask=d_mask[:, None])
+        for t in range(c * BLOCK_L, tl.minimum(c * BLOCK_L + BLOCK_L, L)):
+            uu = tl.load(u_row + t, mask=d_mask, other=0.0).to(tl.float32)
+            dt = tl.load(dt_row + t, mask=d_mask, other=0.0).to(tl.float32) + bias
+            if SOFTPLUS:
+                dt = _softplus(dt)
+            Bt = tl.load(B_col + t, mask=n_mask, other=0.0).to(tl.float32)
+            Ct = tl.load(C_col + t, mask=n_mask, other=0.0).to(tl.float32)
+            h = tl.exp2(dt[:, None] * A2) * h + (dt * uu)[:, None] * Bt[None, :]
+            y = tl.sum(h * Ct[None, :], axis=1) + Dv * uu
+            if HAS_Z:
+                zz = tl.load(z_row + t, mask=d_mask, other=0.0).to(tl.float32)
+                y = y * zz * tl.sigmoid(zz)
+            tl.store(o_row + t, y.to(out_ptr.dtype.element_ty), mask=d_mask)
+    tl.store(last_ptr + (b * dim + d[:, None]) * N + nn[None, :], h, mask=dn_mask)
 
 
 @triton.jit
@@ -354,7 +420,7 @@ def launch_config(
     of its per-state chains, hidden only by many one-warp programs in flight: 8 channels each, 4 where that
     would leave fewer than ``MIN_PROGRAMS`` (``rows`` = batch x channels, e.g. Vim at 1248 px, batch 32).
     The N = 16 forward of long sequences amortises the B/C rows over wider programs, with the same floor on
-    their number (forward 2.8x faster at 1248 px than at a fixed width).
+    their number; where that floor would take it below 16 channels, ``steps_forward`` runs instead.
     """
     if INTERPRET:
         # Tiny tiles keep the interpreter fast and make tests cross several chunks and masked tails.
@@ -376,6 +442,19 @@ def launch_config(
     else:
         block_l, block_d, warps = 16, 8, 1
     return min(block_d, next_pow2(dim_per_group)), block_l, warps
+
+
+def steps_forward(dstate: int, length: int, rows: int) -> bool:
+    """Whether the forward walks the tokens one by one (``_selective_scan_fwd_steps_kernel``: 16 channels x N
+    states per one-warp program, no scan) instead of scanning chunks.
+
+    The token-by-token forward runs at about the same rate (row-steps per second) on every shape measured: even with
+    the chunked forward on Vim's short calls, 2x slower on vanilla VMamba-T stage 1 (many rows: 16-channel,
+    two-warp chunk programs), 3.4x faster on Vim-T at 1248 px (L = 6085, batch 32: the chunked programs drop to
+    4 channels to keep ``MIN_PROGRAMS`` in flight; 14.6 -> 4.3 ms per call; H100, benchmarks/selective_scan.md).
+    So it takes the long sequences whose chunked forward would get fewer than 16 channels per program.
+    """
+    return dstate > 1 and length >= STEPS_MIN_LENGTH and rows // 16 < MIN_PROGRAMS
 
 
 def backward_register_cap(dstate: int, length: int, block_d: int) -> Optional[int]:
@@ -462,6 +541,19 @@ def selective_scan_fwd(
         else u.new_empty(0, dtype=torch.float32)
     A32 = A.float().contiguous()
     D, delta_bias = dense(D), dense(delta_bias)  # the kernels read them as rows
+    if not return_hidden_states and steps_forward(dstate, length, batch * dim):
+        steps_block_d = min(16, next_pow2(dim_per_group))
+        steps_blocks = cdiv(dim_per_group, steps_block_d)
+        _selective_scan_fwd_steps_kernel[(groups * steps_blocks, batch)](
+            u, delta, A32, B, *_or_dummy(u, C, D, z, delta_bias),
+            out, last, states,
+            length, dim, dim_per_group, steps_blocks,
+            *_strides(u, 2), *_strides(delta, 2), *_strides(B, 3), *_strides(C, 3), *_strides(z, 2), *s_out[:2],
+            N=dstate, N_PAD=n_pad, BLOCK_D=steps_block_d, BLOCK_L=block_l,
+            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
+            SAVE_STATES=keep_states, num_warps=1,
+        )
+        return out, last, states
     grid = (groups * blocks_per_group, batch)
     _selective_scan_fwd_kernel[grid](
         u, delta, A32, B, *_or_dummy(u, C, D, z, delta_bias),

@@ -112,6 +112,24 @@ def test_triton_dB_dC_sums_per_program_or_atomic(rows, monkeypatch):
     check_against_oracle(inputs, rtol=6e-4, atol=2e-3, backend='triton', delta_softplus=True)
 
 
+STEPS_CASES = [name for name, (make_kwargs, kwargs) in CASES.items()
+               if make_kwargs.get('dstate', 4) > 1 and not kwargs.get('return_hidden_states')]
+
+
+@pytest.mark.skipif(TRITON_DEVICE is None, reason='needs CUDA or TRITON_INTERPRET=1')
+@pytest.mark.parametrize('case', STEPS_CASES)
+def test_triton_steps_forward_matches_oracle(case, monkeypatch):
+    """The token-by-token forward (long sequences with few rows), forced at test sizes; the chunked backward
+    starts from the chunk states it saves."""
+    from kernels import triton_backend
+    monkeypatch.setattr(triton_backend, 'STEPS_MIN_LENGTH', 1)
+    make_kwargs, kwargs = CASES[case]
+    inputs = make_inputs(**dict(make_kwargs, device=TRITON_DEVICE))
+    batch, dim, length = inputs['u'].shape
+    assert triton_backend.steps_forward(inputs['A'].shape[1], length, batch * dim)
+    check_against_oracle(inputs, rtol=6e-4, atol=2e-3, backend='triton', **kwargs)
+
+
 @pytest.mark.parametrize('backend', CPU_BACKENDS)
 def test_strided_parameter_views(backend):
     """D and delta_bias as every other entry of longer vectors (views, not copies) are read as their values."""
@@ -260,6 +278,17 @@ def test_triton_model_size_tiles_on_gpu(dtype, monkeypatch):
     for length in (197, 1100):
         inputs = make_inputs(device='cuda', dtype=dtype, batch=2, dim=96, groups=2, dstate=16, length=length)
         check_against_oracle(inputs, *GPU_TOLERANCES[dtype], backend='triton', delta_softplus=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason='needs a CUDA device')
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16], ids=str)
+def test_triton_steps_forward_on_gpu(dtype):
+    # A long sequence with few rows takes the token-by-token forward at its real tile (16 channels, N = 16).
+    from kernels import triton_backend
+    assert triton_backend.steps_forward(16, 1100, 192)
+    inputs = make_inputs(device='cuda', dtype=dtype, batch=2, dim=96, groups=2, dstate=16, length=1100)
+    check_against_oracle(inputs, *GPU_TOLERANCES[dtype], backend='triton', delta_softplus=True, return_last_state=True)
 
 
 @pytest.mark.gpu
