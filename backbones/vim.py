@@ -193,10 +193,11 @@ class BiMamba(nn.Module):
         zs = self.tokens.flatten(z, grid_size)
         xs = self.tokens.flatten(x, grid_size).reshape(batch, -1, length)
         xs = causal_conv1d(xs, self.conv1d.weight, self.conv1d.bias, activation='silu').reshape(zs.shape)
-        # Token-major output: (B, L, d_inner) for out_proj without a copy. The average over each token's visits
-        # is taken after out_proj (linear without bias, so the same), on half the elements.
-        y = self.tokens.merge(self.ssm(xs, z=zs), grid_size, channels_contiguous=True)
-        return self.out_proj(y.transpose(1, 2).to(x.dtype)) / self.tokens.visits_per_token
+        # Token-major output: (B, L, d_inner) for out_proj without a copy, the average over each token's visits
+        # and the cast to out_proj's dtype taken in the merge's pass.
+        y = self.tokens.merge(self.ssm(xs, z=zs), grid_size, channels_contiguous=True,
+                              scale=1.0 / self.tokens.visits_per_token, out_dtype=x.dtype)
+        return self.out_proj(y.transpose(1, 2))
 
 
 class VimBlock(nn.Module):

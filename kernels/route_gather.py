@@ -8,7 +8,7 @@ channel-last maps), and either writes each route or sums the routes in float32 a
 ``route_gather_op`` is the same function registered as the custom op ``linzoo::route_gather``, which
 ``torch.compile`` keeps opaque.
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import triton
@@ -23,9 +23,10 @@ __all__ = ['route_gather', 'route_gather_op']
 @triton.jit
 def _route_gather_kernel(
         src_ptr, index_ptr, out_ptr,
-        C, J,
+        C, J, scale,
         s_src_b, s_src_g, s_src_c, s_src_t, s_out_b, s_out_k, s_out_c, s_out_j,
-        NUM_ROUTES: tl.constexpr, SUM_ROUTES: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_J: tl.constexpr,
+        NUM_ROUTES: tl.constexpr, SUM_ROUTES: tl.constexpr, SCALED: tl.constexpr, BLOCK_C: tl.constexpr,
+        BLOCK_J: tl.constexpr,
 ):
     j = tl.program_id(0) * BLOCK_J + tl.arange(0, BLOCK_J)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -41,9 +42,13 @@ def _route_gather_kernel(
         vals = tl.load(src_rows + k * s_src_g + token[None, :] * s_src_t, mask=mask, other=0.0)
         if SUM_ROUTES:
             acc += vals.to(tl.float32)
+        elif SCALED:
+            tl.store(out_rows + k * s_out_k, (vals.to(tl.float32) * scale).to(out_ptr.dtype.element_ty), mask=mask)
         else:
-            tl.store(out_rows + k * s_out_k, vals, mask=mask)
+            tl.store(out_rows + k * s_out_k, vals.to(out_ptr.dtype.element_ty), mask=mask)
     if SUM_ROUTES:
+        if SCALED:
+            acc = acc * scale
         tl.store(out_rows, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -63,9 +68,10 @@ def _tile(channels: int, length: int, channels_contiguous: bool) -> Tuple[int, i
 
 
 def route_gather(src: Tensor, index: Tensor, sum_routes: bool, channels_last: bool,
-                 channels_contiguous_out: bool = False) -> Tensor:
-    """``out[b, k, c, j] = src[b, g, c, index[k, j]]`` with g = k (or 0 for one source map), summed over k with
-    ``sum_routes`` (one output map), in float32 then the source dtype.
+                 channels_contiguous_out: bool = False, scale: float = 1.0,
+                 out_dtype: Optional[torch.dtype] = None) -> Tensor:
+    """``out[b, k, c, j] = scale * src[b, g, c, index[k, j]]`` with g = k (or 0 for one source map), summed over k
+    with ``sum_routes`` (one output map), in float32 then ``out_dtype`` (default: the source dtype).
 
     Args:
         src: (B, G, C, T), or (B, G, T, C) with ``channels_last``; G = 1 or K; any strides.
@@ -74,6 +80,8 @@ def route_gather(src: Tensor, index: Tensor, sum_routes: bool, channels_last: bo
         channels_last: Layout of src and of the output.
         channels_contiguous_out: Write the (B, K or 1, C, J) output with the channel axis contiguous (the view
             of a channels_last map), e.g. a gradient in the layout of the map it belongs to.
+        scale: Factor applied in float32 before the output cast (e.g. merge's 1 / visits per token).
+        out_dtype: Output dtype, e.g. the next layer's compute dtype, so that no separate cast follows.
 
     Returns:
         (B, K or 1, C, J) or, with ``channels_last``, (B, K or 1, J, C); contiguous, or channel-contiguous (above).
@@ -89,10 +97,11 @@ def route_gather(src: Tensor, index: Tensor, sum_routes: bool, channels_last: bo
         s_g = 0
     out_routes = 1 if sum_routes else num_routes
     shape = (batch, out_routes, length, channels) if channels_last else (batch, out_routes, channels, length)
+    dtype = out_dtype if out_dtype is not None else src.dtype
     if channels_contiguous_out and not channels_last:
-        out = src.new_empty(batch, out_routes, length, channels).transpose(2, 3)
+        out = src.new_empty(batch, out_routes, length, channels, dtype=dtype).transpose(2, 3)
     else:
-        out = torch.empty(shape, device=src.device, dtype=src.dtype)
+        out = torch.empty(shape, device=src.device, dtype=dtype)
     if channels_last:
         o_b, o_k, o_j, o_c = out.stride()
     else:
@@ -100,8 +109,9 @@ def route_gather(src: Tensor, index: Tensor, sum_routes: bool, channels_last: bo
     block_c, block_j, warps = _tile(channels, length, s_c == 1)
     grid = (cdiv(length, block_j), cdiv(channels, block_c), batch)
     _route_gather_kernel[grid](
-        src, index, out, channels, length, s_b, s_g, s_c, s_t, o_b, o_k, o_c, o_j,
-        NUM_ROUTES=num_routes, SUM_ROUTES=sum_routes, BLOCK_C=block_c, BLOCK_J=block_j, num_warps=warps,
+        src, index, out, channels, length, scale, s_b, s_g, s_c, s_t, o_b, o_k, o_c, o_j,
+        NUM_ROUTES=num_routes, SUM_ROUTES=sum_routes, SCALED=scale != 1.0, BLOCK_C=block_c, BLOCK_J=block_j,
+        num_warps=warps,
     )
     return out
 
@@ -111,10 +121,12 @@ route_gather_op = torch.library.custom_op('linzoo::route_gather', route_gather, 
 
 
 @route_gather_op.register_fake
-def _route_gather_fake(src, index, sum_routes, channels_last, channels_contiguous_out=False):
+def _route_gather_fake(src, index, sum_routes, channels_last, channels_contiguous_out=False, scale=1.0,
+                       out_dtype=None):
     out_routes = 1 if sum_routes else index.shape[0]
+    dtype = out_dtype if out_dtype is not None else src.dtype
     if channels_last:
-        return src.new_empty(src.shape[0], out_routes, index.shape[1], src.shape[3])
+        return src.new_empty(src.shape[0], out_routes, index.shape[1], src.shape[3], dtype=dtype)
     if channels_contiguous_out:
-        return src.new_empty(src.shape[0], out_routes, index.shape[1], src.shape[2]).transpose(2, 3)
-    return src.new_empty(src.shape[0], out_routes, src.shape[2], index.shape[1])
+        return src.new_empty(src.shape[0], out_routes, index.shape[1], src.shape[2], dtype=dtype).transpose(2, 3)
+    return src.new_empty(src.shape[0], out_routes, src.shape[2], index.shape[1], dtype=dtype)

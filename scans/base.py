@@ -97,7 +97,8 @@ class _PermuteRoutes(torch.autograd.Function):
     The two directions are each other's adjoint, so each backward is the other direction's gather: no
     ``scatter_add`` (atomics, and a zero-filled buffer) in the backward pass, which autograd of ``gather`` uses.
     CUDA tensors go through the Triton route gather (``kernels.route_gather``), which also sums merge's routes in
-    the same pass.
+    the same pass. ``scale`` multiplies the result and ``out_dtype`` sets its dtype (both folded into the gather);
+    the backward applies the same scale and returns the input's dtype.
     """
 
     @staticmethod
@@ -110,30 +111,35 @@ class _PermuteRoutes(torch.autograd.Function):
             keep_routes: bool,
             token_dim: int,
             channels_contiguous_out: bool = False,
+            scale: float = 1.0,
+            out_dtype: Optional[torch.dtype] = None,
     ) -> Tensor:
         ctx.save_for_backward(index, inverse)
         ctx.to_routes, ctx.keep_routes, ctx.token_dim = to_routes, keep_routes, token_dim
+        ctx.scale, ctx.in_dtype = scale, x.dtype
         # The gradient of a channels_last map goes back channels_last (else the conv before the scan converts it);
         # one source map only: with channel groups (G > 1) channels_last interleaves the groups per token.
         ctx.channels_contiguous_in = token_dim == -1 and x.shape[1] == 1 and x.stride(-2) == 1 and x.shape[-1] > 1
         if _use_triton(x):
             args = (index, False) if to_routes else (inverse, not keep_routes and x.shape[1] > 1)
-            args += (token_dim == -2, channels_contiguous_out)
+            args += (token_dim == -2, channels_contiguous_out, scale, out_dtype)
             if use_custom_op():
                 return _route_gather.route_gather_op(x, *args)
             with profiled('linzoo::route_gather'):  # named like the op in profiles
                 return _route_gather.route_gather(x, *args)
-        if to_routes:
-            return _gather_routes(x, index, token_dim)
-        return _ungather_routes(x, inverse, keep_routes, token_dim)
+        out = _gather_routes(x, index, token_dim) if to_routes else _ungather_routes(x, inverse, keep_routes, token_dim)
+        if scale != 1.0:
+            out = out * scale
+        return out.to(out_dtype) if out_dtype is not None else out
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         index, inverse = ctx.saved_tensors
         # Through apply again, so the backward is differentiable too.
         grad_x = _PermuteRoutes.apply(grad, index, inverse, not ctx.to_routes, ctx.keep_routes, ctx.token_dim,
-                                      ctx.channels_contiguous_in)
-        return grad_x, None, None, None, None, None, None
+                                      ctx.channels_contiguous_in, ctx.scale,
+                                      ctx.in_dtype if grad.dtype != ctx.in_dtype else None)
+        return grad_x, None, None, None, None, None, None, None, None
 
 
 class Scan:

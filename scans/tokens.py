@@ -18,7 +18,7 @@ partial routes would leave it nowhere to go consistently.
     >>> y = tokens.merge(ys, (H, W))          # (B, K, C', H*W + 1) -> (B, C, H*W + 1), sum over routes
 """
 import operator
-from typing import Dict, NamedTuple, Tuple, Union
+from typing import Dict, NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -152,7 +152,8 @@ class MiddleTokenScan:
         src = x.reshape(batch, self.num_routes if self.splits_channels else 1, cpr, length)
         return _PermuteRoutes.apply(src, plan.index, plan.inverse, True, self.splits_channels, -1)
 
-    def merge(self, y: Tensor, size: Tuple[int, int], channels_contiguous: bool = False) -> Tensor:
+    def merge(self, y: Tensor, size: Tuple[int, int], channels_contiguous: bool = False, scale: float = 1.0,
+              out_dtype: Optional[torch.dtype] = None) -> Tensor:
         """Put route outputs back in sequence order and sum them over routes (the adjoint of ``flatten``).
 
         Args:
@@ -160,6 +161,9 @@ class MiddleTokenScan:
             size: (H, W) of the patch grid.
             channels_contiguous: Return the sequence as the transposed view of (B, H*W + 1, C) memory, so that
                 ``.transpose(1, 2)`` feeds a linear layer without a copy (CUDA; values are the same either way).
+            scale: Factor on the sum (e.g. ``1 / visits_per_token`` for the mean over routes), applied in the same
+                pass.
+            out_dtype: dtype of the result (default y's), cast in the same pass.
 
         Returns:
             Token sequence (B, C, H*W + 1); channel groups are concatenated for channel-split scans.
@@ -171,9 +175,10 @@ class MiddleTokenScan:
                              f'got {tuple(y.shape)}')
         plan = self._plan(height, width, y.device)
         if plan.identity:
-            return y.reshape(batch, cpr, length)
+            out = y.reshape(batch, cpr, length) * scale if scale != 1.0 else y.reshape(batch, cpr, length)
+            return out.to(out_dtype) if out_dtype is not None else out
         out = _PermuteRoutes.apply(y, plan.index, plan.inverse, False, self.splits_channels, -1,
-                                   channels_contiguous and not self.splits_channels)
+                                   channels_contiguous and not self.splits_channels, scale, out_dtype)
         return out.reshape(batch, -1, length)
 
     def __repr__(self) -> str:

@@ -46,6 +46,8 @@ def _route_gather_cases():
                                                (_rand(2, 1, 15, 6), index, False, True, False)),
         'route_gather_merge': (ops.route_gather.default, (routes, index, True, False, False)),
         'route_gather_merge_channels_contiguous': (ops.route_gather.default, (routes, index, True, False, True)),
+        'route_gather_merge_scaled_cast': (ops.route_gather.default,
+                                           (routes, index, True, False, True, 0.5, torch.bfloat16)),
     }
 
 

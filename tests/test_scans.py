@@ -665,3 +665,24 @@ def test_token_merge_channels_contiguous(name, monkeypatch):
     for out, grad in results[1:]:
         torch.testing.assert_close(results[0][0], out, rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(results[0][1], grad, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize('use_triton', [False] + ([True] if TRITON_DEVICE is not None else []))
+@pytest.mark.parametrize('name', ['bidirectional', 'cross', 'grouped'])
+def test_token_merge_scaled_and_cast(name, use_triton, monkeypatch):
+    """merge(scale=, out_dtype=) is ``(scale * merge(y)).to(out_dtype)`` in one pass (Vim's mean over routes and
+    its cast for out_proj); the gradient reaches y in y's dtype, scaled by the same factor."""
+    tokens = MiddleTokenScan(name)
+    size = (3, 5)
+    device = TRITON_DEVICE if use_triton else 'cpu'
+    monkeypatch.setattr(scans_base, '_use_triton', lambda t: use_triton)
+    g = torch.Generator().manual_seed(0)
+    ys = tokens.flatten(torch.randn(2, 8, 16, generator=g).to(device), size).detach().requires_grad_()
+    dout = torch.randn(2, 8, 16, generator=g).to(device, torch.bfloat16)
+    out = tokens.merge(ys, size, channels_contiguous=True, scale=0.25, out_dtype=torch.bfloat16)
+    assert out.dtype == torch.bfloat16
+    # Within one bfloat16 step: the interpreter's float32 -> bfloat16 cast may round differently from torch's.
+    torch.testing.assert_close(out, (0.25 * tokens.merge(ys.detach(), size)).to(torch.bfloat16), rtol=2 ** -7, atol=0)
+    grad = torch.autograd.grad(out, ys, dout)[0]
+    assert grad.dtype == torch.float32
+    torch.testing.assert_close(grad, 0.25 * tokens.flatten(dout.float(), size), rtol=1e-6, atol=1e-6)
