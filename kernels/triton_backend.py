@@ -86,6 +86,28 @@ def _add_partial(ptr, value, mask, ATOMIC: tl.constexpr):
 
 
 @triton.jit
+def _program_channels(pid, blocks_per_group, dim_per_group, BLOCK_D: tl.constexpr):
+    """(batch, group, channel indices, channel mask) of program (pid, batch): BLOCK_D channels of one group."""
+    b = tl.program_id(1).to(tl.int64)
+    g = pid // blocks_per_group
+    d_in_group = (pid % blocks_per_group) * BLOCK_D + tl.arange(0, BLOCK_D)
+    d_mask = d_in_group < dim_per_group
+    return b, g, (g * dim_per_group + d_in_group).to(tl.int64), d_mask
+
+
+@triton.jit
+def _channel_params(bias_ptr, D_ptr, d, d_mask, HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr):
+    """The delta bias and the D skip of channels d, float32 (zeros where absent)."""
+    bias = tl.zeros(d.shape, tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + d, mask=d_mask, other=0.0).to(tl.float32)
+    Dv = tl.zeros(d.shape, tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + d, mask=d_mask, other=0.0).to(tl.float32)
+    return bias, Dv
+
+
+@triton.jit
 def _selective_scan_fwd_kernel(
         u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
         out_ptr, last_ptr, states_ptr,
@@ -97,20 +119,11 @@ def _selective_scan_fwd_kernel(
         STATES_OUT: tl.constexpr, SAVE_STATES: tl.constexpr, STATE_UNROLL: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
-    g = pid // blocks_per_group
-    d_in_group = (pid % blocks_per_group) * BLOCK_D + tl.arange(0, BLOCK_D)
-    d_mask = d_in_group < dim_per_group
-    d = (g * dim_per_group + d_in_group).to(tl.int64)
+    b, g, d, d_mask = _program_channels(pid, blocks_per_group, dim_per_group, BLOCK_D)
     nn = tl.arange(0, N_PAD)
     j = tl.arange(0, BLOCK_L)
 
-    bias = tl.zeros([BLOCK_D], tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + d, mask=d_mask, other=0.0).to(tl.float32)
-    Dv = tl.zeros([BLOCK_D], tl.float32)
-    if HAS_D:
-        Dv = tl.load(D_ptr + d, mask=d_mask, other=0.0).to(tl.float32)
+    bias, Dv = _channel_params(bias_ptr, D_ptr, d, d_mask, HAS_BIAS, HAS_D)
 
     u_base = u_ptr + b * s_u_b + d[:, None] * s_u_d
     dt_base = delta_ptr + b * s_dt_b + d[:, None] * s_dt_d
@@ -171,20 +184,11 @@ def _selective_scan_fwd_steps_kernel(
     the sequence (no scan, no per-state loop); it saves the states at every BLOCK_L-token chunk start like the
     chunked forward, for the backward."""
     pid = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
-    g = pid // blocks_per_group
-    d_in_group = (pid % blocks_per_group) * BLOCK_D + tl.arange(0, BLOCK_D)
-    d_mask = d_in_group < dim_per_group
-    d = (g * dim_per_group + d_in_group).to(tl.int64)
+    b, g, d, d_mask = _program_channels(pid, blocks_per_group, dim_per_group, BLOCK_D)
     nn = tl.arange(0, N_PAD)
     n_mask = nn < N
 
-    bias = tl.zeros([BLOCK_D], tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + d, mask=d_mask, other=0.0).to(tl.float32)
-    Dv = tl.zeros([BLOCK_D], tl.float32)
-    if HAS_D:
-        Dv = tl.load(D_ptr + d, mask=d_mask, other=0.0).to(tl.float32)
+    bias, Dv = _channel_params(bias_ptr, D_ptr, d, d_mask, HAS_BIAS, HAS_D)
     dn_mask = d_mask[:, None] & n_mask[None, :]
     # Padded states have A = 0 and B = 0: they stay at zero.
     A2 = tl.load(A_ptr + d[:, None] * N + nn[None, :], mask=dn_mask, other=0.0) * 1.4426950408889634
@@ -269,20 +273,11 @@ def _selective_scan_bwd_kernel(
         STATES_OUT: tl.constexpr, HAS_STATES: tl.constexpr, ATOMIC: tl.constexpr, PREFETCH_CHUNK: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
-    g = pid // blocks_per_group
-    d_in_group = (pid % blocks_per_group) * BLOCK_D + tl.arange(0, BLOCK_D)
-    d_mask = d_in_group < dim_per_group
-    d = (g * dim_per_group + d_in_group).to(tl.int64)
+    b, g, d, d_mask = _program_channels(pid, blocks_per_group, dim_per_group, BLOCK_D)
     nn = tl.arange(0, N_PAD)
     j = tl.arange(0, BLOCK_L)
 
-    bias = tl.zeros([BLOCK_D], tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + d, mask=d_mask, other=0.0).to(tl.float32)
-    Dv = tl.zeros([BLOCK_D], tl.float32)
-    if HAS_D:
-        Dv = tl.load(D_ptr + d, mask=d_mask, other=0.0).to(tl.float32)
+    bias, Dv = _channel_params(bias_ptr, D_ptr, d, d_mask, HAS_BIAS, HAS_D)
 
     u_base = u_ptr + b * s_u_b + d[:, None] * s_u_d
     dt_base = delta_ptr + b * s_dt_b + d[:, None] * s_dt_d
