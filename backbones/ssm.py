@@ -61,7 +61,8 @@ class SelectiveSSM(nn.Module):
     ``no_weight_decay()`` (see ``ssm_no_weight_decay``), so timm's optimizer factory exempts them.
 
     Numerics: ``A``, ``D`` and the dt bias always enter the kernel in float32, the kernel computes in float32 whatever
-    the dtype of the route inputs, and the output is at least float32 (VMamba v2's fix for fp16 overflow). The
+    the dtype of the route inputs, and the output is at least float32 (VMamba v2's fix for fp16 overflow; Vim, whose
+    official scan returns the input dtype, turns that off with ``float32_output=False``). The
     official vanilla VMamba, EfficientVMamba, MSVMamba and GroupMamba cast the route inputs to float32 before their
     scan; here half-precision inputs go to the kernel as they are, which gives the same outputs and gradients
     (the casts are exact and the kernel converts on load; ``tests/test_ssm.py`` demands bitwise equality on the
@@ -78,6 +79,8 @@ class SelectiveSSM(nn.Module):
         dt_max: Upper end of the initial dt range.
         dt_init_floor: Floor of the initial dt.
         dt_scale: Scale of the dt weight initialisation range.
+        float32_output: Return float32 for half-precision route inputs (VMamba v2's fix for fp16 overflow);
+            False returns the inputs' dtype, like mamba_ssm's scan (and so the official Vim).
     """
     no_weight_decay_names = ('A_logs', 'Ds', 'dt_projs_bias')
 
@@ -92,6 +95,7 @@ class SelectiveSSM(nn.Module):
             dt_max: float = 0.1,
             dt_init_floor: float = 1e-4,
             dt_scale: float = 1.0,
+            float32_output: bool = True,
     ):
         super().__init__()
         for name, value in (('d_inner', d_inner), ('d_state', d_state), ('dt_rank', dt_rank),
@@ -109,6 +113,7 @@ class SelectiveSSM(nn.Module):
         self.dt_max = dt_max
         self.dt_init_floor = dt_init_floor
         self.dt_scale = dt_scale
+        self.float32_output = float32_output
 
         num_proj = 1 if shared_proj else num_routes
         self.x_proj_weight = nn.Parameter(torch.empty(num_proj, dt_rank + 2 * d_state, d_inner))
@@ -179,7 +184,7 @@ class SelectiveSSM(nn.Module):
                 raise ValueError(f'SelectiveSSM: gate z must have the shape of xs {tuple(xs.shape)}, '
                                  f'got {tuple(z.shape)}')
             z = z.reshape(batch, routes * channels, length)
-        out_dtype = torch.float32 if xs.dtype in _HALF else None
+        out_dtype = torch.float32 if self.float32_output and xs.dtype in _HALF else None
         # The x_proj / dt_proj GEMMs and the scan in one autograd node (kernels.projected_selective_scan).
         y = projected_selective_scan(
             xs, x_proj_weight, dt_proj_weight, A, D, z=z, delta_bias=delta_bias, out_dtype=out_dtype)
@@ -210,7 +215,7 @@ class SelectiveSSM(nn.Module):
 
     def extra_repr(self) -> str:
         return (f'd_inner={self.d_inner}, d_state={self.d_state}, dt_rank={self.dt_rank}, '
-                f'num_routes={self.num_routes}, shared_proj={self.shared_proj}')
+                f'num_routes={self.num_routes}, shared_proj={self.shared_proj}, float32_output={self.float32_output}')
 
 
 def ssm_no_weight_decay(model: nn.Module) -> Set[str]:

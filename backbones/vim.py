@@ -182,7 +182,9 @@ class BiMamba(nn.Module):
         # One grouped conv holds every route's depthwise conv (official conv1d, conv1d_b, ...); run causally
         # (kernels.causal_conv1d: padded by d_conv - 1 on the left) with its SiLU.
         self.conv1d = nn.Conv1d(conv_channels, conv_channels, d_conv, groups=conv_channels, padding=d_conv - 1)
-        self.ssm = SelectiveSSM(channels, d_state=d_state, dt_rank=dt_rank, num_routes=tokens.num_routes)
+        # The scan returns the inputs' dtype, as the official Vim's (mamba_ssm) does; the merge sums in float32.
+        self.ssm = SelectiveSSM(channels, d_state=d_state, dt_rank=dt_rank, num_routes=tokens.num_routes,
+                                float32_output=False)
         self.out_proj = nn.Linear(d_inner, dim, bias=False)
 
     def forward(self, x: Tensor, grid_size: Tuple[int, int]) -> Tensor:

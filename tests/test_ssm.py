@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
 
 from backbones.ssm import SelectiveSSM, ssm_no_weight_decay
 from kernels import projected_selective_scan, selective_scan
@@ -119,15 +120,21 @@ def test_backward_reaches_every_parameter():
         assert p.grad is not None and bool(p.grad.abs().sum() > 0), name
 
 
-def test_half_inputs_give_float32_outputs():
-    ssm = SelectiveSSM(4, d_state=2, dt_rank=1, num_routes=2)
+@pytest.mark.parametrize('float32_output', [True, False])
+def test_half_inputs_give_float32_outputs_unless_turned_off(float32_output):
+    ssm = SelectiveSSM(4, d_state=2, dt_rank=1, num_routes=2, float32_output=float32_output)
     xs = torch.randn(2, 2, 4, 8)
     with torch.no_grad():
         ref = ssm(xs)
         with torch.autocast('cpu', dtype=torch.bfloat16):
             out = ssm(xs.bfloat16())
-    assert out.dtype == torch.float32
-    torch.testing.assert_close(out, ref, atol=0.05, rtol=0.05)
+    assert out.dtype == (torch.float32 if float32_output else torch.bfloat16)
+    torch.testing.assert_close(out.float(), ref, atol=0.05, rtol=0.05)
+    if not float32_output:  # the same result, rounded once to the inputs' dtype
+        ssm.float32_output = True
+        with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+            wide = ssm(xs.bfloat16())
+        torch.testing.assert_close(out, wide.bfloat16(), rtol=2 ** -7, atol=0)
 
 
 @pytest.mark.parametrize('backend', ['torch', 'triton'])
@@ -200,7 +207,7 @@ def test_float32_parameters_with_float64_inputs_compute_in_float64():
             for g, e in zip(got, expected):
                 assert g.dtype == torch.float64
                 torch.testing.assert_close(g, e, rtol=0, atol=0)
-        with torch.utils.flop_counter.FlopCounterMode(display=False):
+        with FlopCounterMode(display=False):
             torch.testing.assert_close(ssm(xs), ssm64(xs), rtol=0, atol=0)
 
 
