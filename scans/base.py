@@ -91,6 +91,13 @@ def _ungather_routes(y: Tensor, inverse: Tensor, keep_routes: bool, token_dim: i
     return out.sum(1, keepdim=True, dtype=y.dtype)
 
 
+def scaled_cast(x: Tensor, scale: float, out_dtype: Optional[torch.dtype]) -> Tensor:
+    """``(scale * x).to(out_dtype)``, skipping the identity steps (the torch paths of merge's scale / out_dtype)."""
+    if scale != 1.0:
+        x = x * scale
+    return x.to(out_dtype) if out_dtype is not None else x
+
+
 class _PermuteRoutes(torch.autograd.Function):
     """Flatten/merge for plans whose every route visits every token once (a permutation per route).
 
@@ -128,9 +135,7 @@ class _PermuteRoutes(torch.autograd.Function):
             with profiled('linzoo::route_gather'):  # named like the op in profiles
                 return _route_gather.route_gather(x, *args)
         out = _gather_routes(x, index, token_dim) if to_routes else _ungather_routes(x, inverse, keep_routes, token_dim)
-        if scale != 1.0:
-            out = out * scale
-        return out.to(out_dtype) if out_dtype is not None else out
+        return scaled_cast(out, scale, out_dtype)
 
     @staticmethod
     def backward(ctx, grad: Tensor):

@@ -23,7 +23,7 @@ from typing import Dict, NamedTuple, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from .base import DeviceLike, Scan, _PermuteRoutes, create_scan
+from .base import DeviceLike, Scan, _PermuteRoutes, create_scan, scaled_cast
 
 __all__ = ['MiddleTokenScan']
 
@@ -175,8 +175,7 @@ class MiddleTokenScan:
                              f'got {tuple(y.shape)}')
         plan = self._plan(height, width, y.device)
         if plan.identity:
-            out = y.reshape(batch, cpr, length) * scale if scale != 1.0 else y.reshape(batch, cpr, length)
-            return out.to(out_dtype) if out_dtype is not None else out
+            return scaled_cast(y.reshape(batch, cpr, length), scale, out_dtype)
         out = _PermuteRoutes.apply(y, plan.index, plan.inverse, False, self.splits_channels, -1,
                                    channels_contiguous and not self.splits_channels, scale, out_dtype)
         return out.reshape(batch, -1, length)
