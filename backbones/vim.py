@@ -189,16 +189,16 @@ class BiMamba(nn.Module):
 
     def forward(self, x: Tensor, grid_size: Tuple[int, int]) -> Tensor:
         batch, length, _ = x.shape
-        # Split token-major, then view channel-first: the gradients of x and z concatenate back into in_proj's
-        # (B, L, 2 * d_inner) layout without a transposing copy.
-        x, z = (t.transpose(1, 2) for t in self.in_proj(x).chunk(2, dim=-1))
-        zs = self.tokens.flatten(z, grid_size)
-        xs = self.tokens.flatten(x, grid_size).reshape(batch, -1, length)
-        xs = causal_conv1d(xs, self.conv1d.weight, self.conv1d.bias, activation='silu').reshape(zs.shape)
+        # in_proj's output viewed channel-first; x and z read along the routes in one pass, their gradients
+        # written back in in_proj's (B, L, 2 * d_inner) layout in one pass.
+        xz = self.in_proj(x).transpose(1, 2)
+        xs, zs = self.tokens.flatten_pair(xz, grid_size)
+        xs = causal_conv1d(xs.reshape(batch, -1, length), self.conv1d.weight, self.conv1d.bias,
+                           activation='silu').reshape(zs.shape)
         # Token-major output: (B, L, d_inner) for out_proj without a copy, the average over each token's visits
         # and the cast to out_proj's dtype taken in the merge's pass.
         y = self.tokens.merge(self.ssm(xs, z=zs), grid_size, channels_contiguous=True,
-                              scale=1.0 / self.tokens.visits_per_token, out_dtype=x.dtype)
+                              scale=1.0 / self.tokens.visits_per_token, out_dtype=xz.dtype)
         return self.out_proj(y.transpose(1, 2))
 
 

@@ -17,19 +17,26 @@ from torch import Tensor
 
 from ._grid import cdiv, next_pow2
 
-__all__ = ['route_gather', 'route_gather_op']
+__all__ = ['route_gather', 'route_gather_op', 'route_gather_pair']
 
 
 @triton.jit
 def _route_gather_kernel(
-        src_ptr, index_ptr, out_ptr,
+        src_ptr, src2_ptr, index_ptr, out_ptr, out2_ptr,
         C, J, scale,
         s_src_b, s_src_g, s_src_c, s_src_t, s_out_b, s_out_k, s_out_c, s_out_j,
-        NUM_ROUTES: tl.constexpr, SUM_ROUTES: tl.constexpr, SCALED: tl.constexpr, BLOCK_C: tl.constexpr,
-        BLOCK_J: tl.constexpr,
+        NUM_ROUTES: tl.constexpr, SUM_ROUTES: tl.constexpr, SCALED: tl.constexpr, PAIR: tl.constexpr,
+        BLOCK_C: tl.constexpr, BLOCK_J: tl.constexpr,
 ):
     j = tl.program_id(0) * BLOCK_J + tl.arange(0, BLOCK_J)
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_block = tl.program_id(1)
+    if PAIR:  # the second half of the channel blocks gathers src2 into out2 (same shapes and strides)
+        c_blocks = tl.cdiv(C, BLOCK_C)
+        if c_block >= c_blocks:
+            c_block -= c_blocks
+            src_ptr = src2_ptr
+            out_ptr = out2_ptr
+    c = c_block * BLOCK_C + tl.arange(0, BLOCK_C)
     b = tl.program_id(2).to(tl.int64)
     j_mask = j < J
     mask = (c < C)[:, None] & j_mask[None, :]
@@ -50,7 +57,6 @@ def _route_gather_kernel(
         if SCALED:
             acc = acc * scale
         tl.store(out_rows, acc.to(out_ptr.dtype.element_ty), mask=mask)
-
 
 
 def _tile(channels: int, length: int, channels_contiguous: bool) -> Tuple[int, int, int]:
@@ -88,13 +94,9 @@ def route_gather(src: Tensor, index: Tensor, sum_routes: bool, channels_last: bo
     """
     num_routes, length = index.shape
     if channels_last:
-        batch, groups, _, channels = src.shape
-        s_b, s_g, s_t, s_c = src.stride()
+        batch, _, _, channels = src.shape
     else:
-        batch, groups, channels, _ = src.shape
-        s_b, s_g, s_c, s_t = src.stride()
-    if groups == 1:
-        s_g = 0
+        batch, _, channels, _ = src.shape
     out_routes = 1 if sum_routes else num_routes
     shape = (batch, out_routes, length, channels) if channels_last else (batch, out_routes, channels, length)
     dtype = out_dtype if out_dtype is not None else src.dtype
@@ -102,18 +104,49 @@ def route_gather(src: Tensor, index: Tensor, sum_routes: bool, channels_last: bo
         out = src.new_empty(batch, out_routes, length, channels, dtype=dtype).transpose(2, 3)
     else:
         out = torch.empty(shape, device=src.device, dtype=dtype)
+    _launch(src, index, out, sum_routes, channels_last, scale)
+    return out
+
+
+def route_gather_pair(src: Tensor, src2: Tensor, index: Tensor, sum_routes: bool, out: Tensor, out2: Tensor,
+                      scale: float = 1.0) -> None:
+    """``route_gather`` of two channel-first sources into two given outputs in one launch (eager only).
+
+    E.g. Mamba's x and z halves of one projection read along the routes together, and their gradients merged
+    back into the projection's layout together. ``src`` and ``src2`` must have the same shape and strides, and so
+    must ``out`` and ``out2`` (shaped like ``route_gather``'s result).
+    """
+    if src.shape != src2.shape or src.stride() != src2.stride() or out.shape != out2.shape \
+            or out.stride() != out2.stride() or src.dtype != src2.dtype or out.dtype != out2.dtype:
+        raise ValueError(f'route_gather_pair: the two sources and the two outputs must match in shape, strides and '
+                         f'dtype; got sources {tuple(src.shape)}/{src.stride()} and {tuple(src2.shape)}/'
+                         f'{src2.stride()}, outputs {tuple(out.shape)}/{out.stride()} and {tuple(out2.shape)}/'
+                         f'{out2.stride()}')
+    _launch(src, index, out, sum_routes, False, scale, src2, out2)
+
+
+def _launch(src: Tensor, index: Tensor, out: Tensor, sum_routes: bool, channels_last: bool, scale: float,
+            src2: Optional[Tensor] = None, out2: Optional[Tensor] = None) -> None:
+    num_routes, length = index.shape
     if channels_last:
+        batch, groups, _, channels = src.shape
+        s_b, s_g, s_t, s_c = src.stride()
         o_b, o_k, o_j, o_c = out.stride()
     else:
+        batch, groups, channels, _ = src.shape
+        s_b, s_g, s_c, s_t = src.stride()
         o_b, o_k, o_c, o_j = out.stride()
+    if groups == 1:
+        s_g = 0
     block_c, block_j, warps = _tile(channels, length, s_c == 1)
-    grid = (cdiv(length, block_j), cdiv(channels, block_c), batch)
+    pair = src2 is not None
+    grid = (cdiv(length, block_j), cdiv(channels, block_c) * (2 if pair else 1), batch)
     _route_gather_kernel[grid](
-        src, index, out, channels, length, scale, s_b, s_g, s_c, s_t, o_b, o_k, o_c, o_j,
-        NUM_ROUTES=num_routes, SUM_ROUTES=sum_routes, SCALED=scale != 1.0, BLOCK_C=block_c, BLOCK_J=block_j,
-        num_warps=warps,
+        src, src2 if pair else src, index, out, out2 if pair else out, channels, length, scale,
+        s_b, s_g, s_c, s_t, o_b, o_k, o_c, o_j,
+        NUM_ROUTES=num_routes, SUM_ROUTES=sum_routes, SCALED=scale != 1.0, PAIR=pair, BLOCK_C=block_c,
+        BLOCK_J=block_j, num_warps=warps,
     )
-    return out
 
 
 # The same as a custom op, for torch.compile graphs and dispatch modes (kernels._dispatch.use_custom_op).

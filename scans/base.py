@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Tuple, Type, Type
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from kernels._dispatch import announce, import_triton_module, profiled, use_custom_op
 
@@ -145,6 +146,48 @@ class _PermuteRoutes(torch.autograd.Function):
                                       ctx.channels_contiguous_in, ctx.scale,
                                       ctx.in_dtype if grad.dtype != ctx.in_dtype else None)
         return grad_x, None, None, None, None, None, None, None, None
+
+
+class _PermuteRoutePair(torch.autograd.Function):
+    """``_PermuteRoutes``' flatten (one source map, no channel groups) of the two channel halves of one
+    channel-first map, in one Triton launch each way (CUDA, eager).
+
+    Returns the two halves' route sequences (B, K, C/2, L) as the two contiguous slices of one buffer; the
+    backward merges both gradients into one map gradient in the input's layout (channel-contiguous inputs get a
+    channel-contiguous gradient), so the halves' gradients are not concatenated by a separate copy.
+    Once differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, index: Tensor, inverse: Tensor) -> Tuple[Tensor, Tensor]:
+        batch, _, channels, _ = x.shape
+        half = channels // 2
+        ctx.save_for_backward(index, inverse)
+        ctx.channels_contiguous_in = x.stride(-2) == 1 and half > 1
+        ctx.in_dtype = x.dtype
+        buffer = x.new_empty(2, batch, index.shape[0], half, index.shape[1])
+        with profiled('linzoo::route_gather'):
+            _route_gather.route_gather_pair(x[:, :, :half], x[:, :, half:], index, False, buffer[0], buffer[1])
+        return buffer[0], buffer[1]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Optional[Tensor], grad2: Optional[Tensor]):
+        index, inverse = ctx.saved_tensors
+        grad = torch.zeros_like(grad2) if grad is None else grad
+        grad2 = torch.zeros_like(grad) if grad2 is None else grad2
+        if grad.stride() != grad2.stride() or grad.dtype != grad2.dtype:
+            grad, grad2 = grad.contiguous(), grad2.to(grad.dtype).contiguous()
+        batch, routes, half, _ = grad.shape
+        length = inverse.shape[1]
+        if ctx.channels_contiguous_in:
+            grad_x = grad.new_empty(batch, 1, length, 2 * half, dtype=ctx.in_dtype).transpose(2, 3)
+        else:
+            grad_x = grad.new_empty(batch, 1, 2 * half, length, dtype=ctx.in_dtype)
+        with profiled('linzoo::route_gather'):
+            _route_gather.route_gather_pair(grad, grad2, inverse, routes > 1, grad_x[:, :, :half],
+                                            grad_x[:, :, half:])
+        return grad_x, None, None
 
 
 class Scan:

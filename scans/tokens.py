@@ -23,7 +23,10 @@ from typing import Dict, NamedTuple, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from .base import DeviceLike, Scan, _PermuteRoutes, create_scan, scaled_cast
+from kernels._dispatch import use_custom_op
+
+from . import base
+from .base import DeviceLike, Scan, _PermuteRoutePair, _PermuteRoutes, create_scan, scaled_cast
 
 __all__ = ['MiddleTokenScan']
 
@@ -151,6 +154,30 @@ class MiddleTokenScan:
             return x.reshape(batch, 1, channels, length)
         src = x.reshape(batch, self.num_routes if self.splits_channels else 1, cpr, length)
         return _PermuteRoutes.apply(src, plan.index, plan.inverse, True, self.splits_channels, -1)
+
+    def flatten_pair(self, x: Tensor, size: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
+        """``flatten`` of the two channel halves of x, e.g. Mamba's x and z from one input projection.
+
+        The same values and gradients as ``tuple(self.flatten(h, size) for h in x.chunk(2, 1))``; eager CUDA calls
+        gather both halves in one pass and write x's gradient in one pass, in x's layout (no concatenation).
+
+        Args:
+            x: Tokens (B, 2C, H*W + 1), as for ``flatten``.
+            size: (H, W) of the patch grid.
+
+        Returns:
+            Route sequences (B, K, C', H*W + 1) of the first and of the second half.
+        """
+        height, width = self._checked(x, 3, size, 'a (B, C, L) token sequence')
+        batch, channels, length = x.shape
+        if channels % 2:
+            raise ValueError(f'MiddleTokenScan({self.scan.name!r}).flatten_pair: needs an even channel count to '
+                             f'split in halves, got {channels} (shape {tuple(x.shape)})')
+        plan = self._plan(height, width, x.device)
+        if plan.identity or self.splits_channels or not base._use_triton(x) or use_custom_op():
+            first, second = x.chunk(2, dim=1)
+            return self.flatten(first, size), self.flatten(second, size)
+        return _PermuteRoutePair.apply(x.reshape(batch, 1, channels, length), plan.index, plan.inverse)
 
     def merge(self, y: Tensor, size: Tuple[int, int], channels_contiguous: bool = False, scale: float = 1.0,
               out_dtype: Optional[torch.dtype] = None) -> Tensor:

@@ -686,3 +686,38 @@ def test_token_merge_scaled_and_cast(name, use_triton, monkeypatch):
     grad = torch.autograd.grad(out, ys, dout)[0]
     assert grad.dtype == torch.float32
     torch.testing.assert_close(grad, 0.25 * tokens.flatten(dout.float(), size), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize('use_triton', [False] + ([True] if TRITON_DEVICE is not None else []))
+@pytest.mark.parametrize('name', ['bidirectional', 'cross', 'grouped'])
+@pytest.mark.parametrize('channels_contiguous', [False, True])
+def test_token_flatten_pair_equals_flatten_of_the_halves(name, channels_contiguous, use_triton, monkeypatch):
+    """flatten_pair (Vim's x and z in one pass) gives flatten's values of both channel halves, the same input
+    gradient in the input's layout, and a zero gradient for a half whose output is unused."""
+    tokens = MiddleTokenScan(name)
+    size = (3, 5)
+    device = TRITON_DEVICE if use_triton else 'cpu'
+    monkeypatch.setattr(scans_base, '_use_triton', lambda t: use_triton)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 16, 16, generator=g).to(device)
+    if channels_contiguous:  # in_proj's (B, L, 2C) output viewed channel-first
+        x = x.transpose(1, 2).contiguous().transpose(1, 2)
+    x.requires_grad_()
+    first, second = tokens.flatten_pair(x, size)
+    ref = [tokens.flatten(h, size) for h in x.chunk(2, dim=1)]
+    torch.testing.assert_close(first, ref[0], rtol=0, atol=0)
+    torch.testing.assert_close(second, ref[1], rtol=0, atol=0)
+    douts = [torch.randn(first.shape, generator=g).to(device) for _ in range(2)]
+    grad = torch.autograd.grad((first * douts[0]).sum() + (second * douts[1]).sum(), x)[0]
+    grad_ref = torch.autograd.grad((ref[0] * douts[0]).sum() + (ref[1] * douts[1]).sum(), x)[0]
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-6, atol=1e-6)
+    if use_triton and name != 'grouped':
+        assert grad.stride() == x.stride()
+    grad = torch.autograd.grad((tokens.flatten_pair(x, size)[1] * douts[1]).sum(), x)[0]
+    torch.testing.assert_close(grad[:, :8], torch.zeros_like(grad[:, :8]), rtol=0, atol=0)
+    torch.testing.assert_close(grad[:, 8:], grad_ref[:, 8:], rtol=1e-6, atol=1e-6)
+
+
+def test_token_flatten_pair_needs_an_even_channel_count():
+    with pytest.raises(ValueError, match='even channel count'):
+        MiddleTokenScan('bidirectional').flatten_pair(torch.zeros(1, 7, 16), (3, 5))
