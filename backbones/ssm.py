@@ -141,7 +141,7 @@ class SelectiveSSM(nn.Module):
         self.Ds.fill_(1.0)
 
     def _parameters_for(self, xs: Tensor, route_offset: int) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """The parameters of the routes in ``xs``: (x_proj weight, dt_proj weight, A, D, delta_bias)."""
+        """The parameters of the routes in ``xs``: (x_proj weight, dt_proj weight, A_log, D, delta_bias)."""
         if xs.dim() != 4:
             raise ValueError(f'SelectiveSSM expects route sequences (B, K, C\', L), got shape {tuple(xs.shape)}')
         batch, routes, channels, length = xs.shape
@@ -164,7 +164,7 @@ class SelectiveSSM(nn.Module):
                     x_proj_weight[group], dt_projs_weight[group], dt_projs_bias[group])
         if self.shared_proj:
             dt_projs_bias = dt_projs_bias.expand(routes, channels)
-        return x_proj_weight, dt_projs_weight, -torch.exp(A_logs.float()), Ds.float(), dt_projs_bias.reshape(-1).float()
+        return x_proj_weight, dt_projs_weight, A_logs, Ds.float(), dt_projs_bias.reshape(-1).float()
 
     def forward(self, xs: Tensor, z: Optional[Tensor] = None, route_offset: int = 0) -> Tensor:
         """Scan the route sequences.
@@ -177,7 +177,7 @@ class SelectiveSSM(nn.Module):
         Returns:
             Outputs (B, K, C', L), float32 (float64 for float64 inputs).
         """
-        x_proj_weight, dt_proj_weight, A, D, delta_bias = self._parameters_for(xs, route_offset)
+        x_proj_weight, dt_proj_weight, A_log, D, delta_bias = self._parameters_for(xs, route_offset)
         batch, routes, channels, length = xs.shape
         if z is not None:
             if z.shape != xs.shape:
@@ -187,7 +187,7 @@ class SelectiveSSM(nn.Module):
         out_dtype = torch.float32 if self.float32_output and xs.dtype in _HALF else None
         # The x_proj / dt_proj GEMMs and the scan in one autograd node (kernels.projected_selective_scan).
         y = projected_selective_scan(
-            xs, x_proj_weight, dt_proj_weight, A, D, z=z, delta_bias=delta_bias, out_dtype=out_dtype)
+            xs, x_proj_weight, dt_proj_weight, A_log, D, z=z, delta_bias=delta_bias, out_dtype=out_dtype)
         return y.view(xs.shape)
 
     def forward_states(self, xs: Tensor, route_offset: int = 0) -> Tuple[Tensor, Tensor]:
@@ -203,14 +203,14 @@ class SelectiveSSM(nn.Module):
         Returns:
             Hidden states (B, K, C', N, L), float32 (float64 for float64 inputs), and C (B, K, N, L).
         """
-        x_proj_weight, dt_proj_weight, A, _, delta_bias = self._parameters_for(xs, route_offset)
+        x_proj_weight, dt_proj_weight, A_log, _, delta_bias = self._parameters_for(xs, route_offset)
         batch, routes, channels, length = xs.shape
         x_dbl, delta = project_routes(xs, x_proj_weight, dt_proj_weight, self.dt_rank)
         _, Bs, Cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
         out_dtype = torch.float32 if xs.dtype in _HALF else None
         h = selective_scan(
-            xs.reshape(batch, routes * channels, length), delta.reshape(batch, routes * channels, length), A, Bs,
-            delta_bias=delta_bias, delta_softplus=True, out_dtype=out_dtype, return_hidden_states=True)
+            xs.reshape(batch, routes * channels, length), delta.reshape(batch, routes * channels, length),
+            -torch.exp(A_log.float()), Bs, delta_bias=delta_bias, delta_softplus=True, out_dtype=out_dtype, return_hidden_states=True)
         return h.view(batch, routes, channels, self.d_state, length), Cs
 
     def extra_repr(self) -> str:

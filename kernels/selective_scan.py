@@ -66,8 +66,9 @@ def _fwd_impl(
 ) -> Tuple[Tensor, Tensor, Tensor]:
     out_dtype = torch.float32 if out_float32 else u.dtype
     if backend == 'triton':
-        return _triton_backend.selective_scan_fwd(
+        out, last, states = _triton_backend.selective_scan_fwd(
             u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_hidden_states, out_dtype)
+        return out, last, states if states is not None else u.new_empty(0, dtype=torch.float32)
     out, last = torch_backend.selective_scan_fwd(
         u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_hidden_states, out_dtype)
     # Contiguous like the fake's: the chunked backend's hidden states are a view of a chunk-padded buffer, and
@@ -319,16 +320,22 @@ class _ProjectedScanFunction(torch.autograd.Function):
     GEMMs, adding the scan's input gradient inside the x_proj GEMM (``baddbmm``) instead of a full-size add."""
 
     @staticmethod
-    def forward(ctx, xs, x_proj_weight, dt_proj_weight, A, D, z, delta_bias, out_float32, backend):
+    def forward(ctx, xs, x_proj_weight, dt_proj_weight, A_log, D, z, delta_bias, out_float32, backend):
         batch, routes, channels, length = xs.shape
-        dt_rank, dstate = dt_proj_weight.shape[-1], A.shape[1]
+        dt_rank, dstate = dt_proj_weight.shape[-1], A_log.shape[1]
         # Weights in the GEMM dtype (autocast's cast, done here so that the backward reuses it).
         w_x, w_dt = x_proj_weight.to(xs.dtype), dt_proj_weight.to(xs.dtype)
         x_dbl, delta = project_routes(xs, w_x, w_dt, dt_rank)
         _, Bs, Cs = torch.split(x_dbl, [dt_rank, dstate, dstate], dim=2)
         u, delta = xs.reshape(batch, routes * channels, length), delta.reshape(batch, routes * channels, length)
-        out, _, states = _fwd_impl(u, delta, A, Bs, Cs, D, z, delta_bias, True, False, out_float32, backend)
-        ctx.save_for_backward(xs, x_dbl, delta, A, D, z, delta_bias, states, w_x, w_dt)
+        if backend == 'triton':  # A = -exp(A_log) inside the kernels; no last state
+            out, _, states = _triton_backend.selective_scan_fwd(
+                u, delta, A_log, Bs, Cs, D, z, delta_bias, True, False, torch.float32 if out_float32 else u.dtype,
+                a_is_log=True, need_last=False)
+        else:
+            out, _, states = _fwd_impl(u, delta, -torch.exp(A_log.float()), Bs, Cs, D, z, delta_bias, True, False,
+                                       out_float32, backend)
+        ctx.save_for_backward(xs, x_dbl, delta, A_log, D, z, delta_bias, states, w_x, w_dt)
         ctx.backend = backend
         ctx.param_dtypes = x_proj_weight.dtype, dt_proj_weight.dtype
         return out
@@ -336,14 +343,20 @@ class _ProjectedScanFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable  # the scan's backward kernel has no derivative of its own
     def backward(ctx, dout):
-        xs, x_dbl, delta, A, D, z, delta_bias, states, w_x, w_dt = ctx.saved_tensors
+        xs, x_dbl, delta, A_log, D, z, delta_bias, states, w_x, w_dt = ctx.saved_tensors
         batch, routes, channels, length = xs.shape
-        dt_rank, dstate = w_dt.shape[-1], A.shape[1]
+        dt_rank, dstate = w_dt.shape[-1], A_log.shape[1]
         dts, Bs, Cs = torch.split(x_dbl, [dt_rank, dstate, dstate], dim=2)
+        u = xs.reshape(batch, routes * channels, length)
         with profiled('linzoo::selective_scan_bwd'):
-            du, ddelta, dA, dB, dC, dD, dz, dbias = _bwd_impl(
-                dout.contiguous(), xs.reshape(batch, routes * channels, length), delta, A, Bs, Cs, D, z,
-                delta_bias, states, True, False, ctx.backend)
+            if ctx.backend == 'triton':  # the kernel returns the gradient of A_log
+                du, ddelta, dA_log, dB, dC, dD, dz, dbias = _triton_backend.selective_scan_bwd(
+                    dout.contiguous(), u, delta, A_log, Bs, Cs, D, z, delta_bias, states, True, False, a_is_log=True)
+            else:
+                A = -torch.exp(A_log.float())
+                du, ddelta, dA, dB, dC, dD, dz, dbias = _bwd_impl(
+                    dout.contiguous(), u, delta, A, Bs, Cs, D, z, delta_bias, states, True, False, ctx.backend)
+                dA_log = (dA * A).to(A_log.dtype)
         ddelta = ddelta.view(batch, routes, channels, length)
         needs_xs, needs_w_x, needs_w_dt = ctx.needs_input_grad[:3]
         x_dtype, dt_dtype = ctx.param_dtypes
@@ -361,14 +374,14 @@ class _ProjectedScanFunction(torch.autograd.Function):
                 w_x_t = w_x.transpose(-1, -2).expand(batch, routes, channels, -1).reshape(batch * routes, channels, -1)
                 dxs = torch.baddbmm(du.view(batch * routes, channels, length), w_x_t,
                                     dx_dbl.view(batch * routes, -1, length)).view(batch, routes, channels, length)
-        return (dxs, dw_x, dw_dt, dA if ctx.needs_input_grad[3] else None, dD if D is not None else None,
+        return (dxs, dw_x, dw_dt, dA_log if ctx.needs_input_grad[3] else None, dD if D is not None else None,
                 dz if z is not None else None, dbias if delta_bias is not None else None, None, None)
 
 def projected_selective_scan(
         xs: Tensor,
         x_proj_weight: Tensor,
         dt_proj_weight: Tensor,
-        A: Tensor,
+        A_log: Tensor,
         D: Optional[Tensor] = None,
         z: Optional[Tensor] = None,
         delta_bias: Optional[Tensor] = None,
@@ -378,9 +391,10 @@ def projected_selective_scan(
     """Mamba's input-dependent projections and the selective scan of K route sequences.
 
     ``x_dbl = x_proj_weight @ xs`` per route, split into (dt, B, C) of R, N and N rows; ``delta = dt_proj_weight @
-    dt``; then ``selective_scan(xs, delta, A, B, C, D, z, delta_bias, delta_softplus=True)`` with route k's B and C
-    as group k. Eager calls run it as one autograd node (the backward adds the scan's input gradient inside the
-    x_proj GEMM, and records one node instead of the projections' eight); under ``torch.compile`` or a
+    dt``; then ``selective_scan(xs, delta, A, B, C, D, z, delta_bias, delta_softplus=True)`` with ``A = -exp(A_log)``
+    and route k's B and C as group k. Eager calls run it as one autograd node (the backward adds the scan's input
+    gradient inside the x_proj GEMM, and records one node instead of the projections' eight; on CUDA the kernels
+    take A_log itself, so A costs no ops of its own either way); under ``torch.compile`` or a
     ``TorchDispatchMode``, and when the GEMMs would cast xs (autocast to another dtype), it is the same
     composition of ``torch.matmul`` and ``selective_scan``.
 
@@ -388,7 +402,8 @@ def projected_selective_scan(
         xs: Route sequences (batch, K, C', L).
         x_proj_weight: (K, R + 2N, C'), or (1, R + 2N, C') shared by the routes.
         dt_proj_weight: (K, C', R) or (1, C', R).
-        A: (K C', N). D, delta_bias: (K C',) or None. z: gate (batch, K C', L) or None.
+        A_log: (K C', N), Mamba's parameter ``log(-A)``. D, delta_bias: (K C',) or None. z: gate (batch, K C', L)
+            or None.
         out_dtype: None for xs' dtype, or torch.float32.
         backend: As for ``selective_scan``.
 
@@ -399,7 +414,11 @@ def projected_selective_scan(
     if xs.dim() != 4:
         raise ValueError(f"projected_selective_scan: xs must be (batch, K, C', L), got shape {tuple(xs.shape)}")
     batch, routes, channels, length = xs.shape
-    dstate = A.shape[-1]
+    _check_float('A_log', A_log)
+    if A_log.dim() != 2 or A_log.shape[0] != routes * channels:
+        raise ValueError(f"projected_selective_scan: A_log must be (K C' = {routes * channels}, N), got shape "
+                         f'{tuple(A_log.shape)}')
+    dstate = A_log.shape[-1]
     for name, w in (('x_proj_weight', x_proj_weight), ('dt_proj_weight', dt_proj_weight)):
         _check_float(name, w)
         if w.dim() != 3 or w.shape[0] not in (1, routes):
@@ -418,14 +437,15 @@ def projected_selective_scan(
         x_dbl, delta = project_routes(xs, x_proj_weight, dt_proj_weight, dt_rank)
         _, Bs, Cs = torch.split(x_dbl, [dt_rank, dstate, dstate], dim=2)
         return selective_scan(
-            xs.reshape(batch, routes * channels, length), delta.reshape(batch, routes * channels, length), A, Bs,
-            Cs, D, z, delta_bias, delta_softplus=True, out_dtype=out_dtype, backend=backend)
+            xs.reshape(batch, routes * channels, length), delta.reshape(batch, routes * channels, length),
+            -torch.exp(A_log.float()), Bs, Cs, D, z, delta_bias, delta_softplus=True, out_dtype=out_dtype,
+            backend=backend)
     # selective_scan's checks of everything but delta, B and C (built inside the node from checked weights).
-    _check_scan_params(xs.reshape(batch, routes * channels, length), A, D, z, delta_bias, out_dtype,
+    _check_scan_params(xs.reshape(batch, routes * channels, length), A_log, D, z, delta_bias, out_dtype,
                        (('x_proj_weight', x_proj_weight), ('dt_proj_weight', dt_proj_weight)))
     z = _last_dim_contiguous(z)
     backend = _pick_backend(xs, backend)
     with profiled('linzoo::selective_scan_fwd'):
         return _ProjectedScanFunction.apply(
-            xs, x_proj_weight, dt_proj_weight, A, D, z, delta_bias,
+            xs, x_proj_weight, dt_proj_weight, A_log, D, z, delta_bias,
             out_dtype == torch.float32 and xs.dtype != torch.float32, backend)

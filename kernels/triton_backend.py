@@ -96,6 +96,15 @@ def _program_channels(pid, blocks_per_group, dim_per_group, BLOCK_D: tl.constexp
 
 
 @triton.jit
+def _load_A(ptr, mask, A_FROM_LOG: tl.constexpr):
+    """A (float32) at ptr; with A_FROM_LOG the memory holds Mamba's A_log and A = -exp(A_log) (0 where masked)."""
+    a = tl.load(ptr, mask=mask, other=0.0).to(tl.float32)
+    if A_FROM_LOG:
+        a = tl.where(mask, -tl.exp(a), 0.0)
+    return a
+
+
+@triton.jit
 def _channel_params(bias_ptr, D_ptr, d, d_mask, HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr):
     """The delta bias and the D skip of channels d, float32 (zeros where absent)."""
     bias = tl.zeros(d.shape, tl.float32)
@@ -116,7 +125,8 @@ def _selective_scan_fwd_kernel(
         s_o_b, s_o_d, s_o_n,
         N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-        STATES_OUT: tl.constexpr, SAVE_STATES: tl.constexpr, STATE_UNROLL: tl.constexpr,
+        STATES_OUT: tl.constexpr, SAVE_STATES: tl.constexpr, STATE_UNROLL: tl.constexpr, A_FROM_LOG: tl.constexpr,
+        STORE_LAST: tl.constexpr,
 ):
     pid = tl.program_id(0)
     b, g, d, d_mask = _program_channels(pid, blocks_per_group, dim_per_group, BLOCK_D)
@@ -147,7 +157,7 @@ def _selective_scan_fwd_kernel(
         y = Dv[:, None] * uu
         # The states are independent given dt: loop over them (like the CUDA kernel) on 2-D tiles.
         for n in tl.range(0, N, loop_unroll_factor=STATE_UNROLL):
-            A2n = tl.load(A_ptr + d * N + n, mask=d_mask, other=0.0) * 1.4426950408889634
+            A2n = _load_A(A_ptr + d * N + n, d_mask, A_FROM_LOG) * 1.4426950408889634
             Bn = tl.load(B_base + n * s_B_n + t, mask=t_mask, other=0.0).to(tl.float32)
             a = tl.exp2(dt * A2n[:, None])
             pa, pb = tl.associative_scan((a, dtu * Bn[None, :]), axis=1, combine_fn=_combine)
@@ -166,7 +176,8 @@ def _selective_scan_fwd_kernel(
                 zz = tl.load(z_base + t[None, :], mask=m2, other=0.0).to(tl.float32)
                 y = y * zz * tl.sigmoid(zz)
             tl.store(o_base + t[None, :], y.to(out_ptr.dtype.element_ty), mask=m2)
-    tl.store(last_ptr + (b * dim + d[:, None]) * N + nn[None, :], h, mask=d_mask[:, None] & (nn[None, :] < N))
+    if STORE_LAST:
+        tl.store(last_ptr + (b * dim + d[:, None]) * N + nn[None, :], h, mask=d_mask[:, None] & (nn[None, :] < N))
 
 
 @triton.jit
@@ -178,7 +189,7 @@ def _selective_scan_fwd_steps_kernel(
         s_o_b, s_o_d,
         N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-        SAVE_STATES: tl.constexpr,
+        SAVE_STATES: tl.constexpr, A_FROM_LOG: tl.constexpr, STORE_LAST: tl.constexpr,
 ):
     """The forward token by token: each program holds the [BLOCK_D, N] states of its channels and steps through
     the sequence (no scan, no per-state loop); it saves the states at every BLOCK_L-token chunk start like the
@@ -191,7 +202,7 @@ def _selective_scan_fwd_steps_kernel(
     bias, Dv = _channel_params(bias_ptr, D_ptr, d, d_mask, HAS_BIAS, HAS_D)
     dn_mask = d_mask[:, None] & n_mask[None, :]
     # Padded states have A = 0 and B = 0: they stay at zero.
-    A2 = tl.load(A_ptr + d[:, None] * N + nn[None, :], mask=dn_mask, other=0.0) * 1.4426950408889634
+    A2 = _load_A(A_ptr + d[:, None] * N + nn[None, :], dn_mask, A_FROM_LOG) * 1.4426950408889634
 
     u_row = u_ptr + b * s_u_b + d * s_u_d
     dt_row = delta_ptr + b * s_dt_b + d * s_dt_d
@@ -219,14 +230,15 @@ def _selective_scan_fwd_steps_kernel(
                 zz = tl.load(z_row + t, mask=d_mask, other=0.0).to(tl.float32)
                 y = y * zz * tl.sigmoid(zz)
             tl.store(o_row + t, y.to(out_ptr.dtype.element_ty), mask=d_mask)
-    tl.store(last_ptr + (b * dim + d[:, None]) * N + nn[None, :], h, mask=dn_mask)
+    if STORE_LAST:
+        tl.store(last_ptr + (b * dim + d[:, None]) * N + nn[None, :], h, mask=dn_mask)
 
 
 @triton.jit
 def _bwd_state_loads(n, A_row, d_mask, B_row, C_row, C_row_rev, t_mask, t_rev_mask, h0_row, s_B_n, s_C_n,
-                     HAS_STATES: tl.constexpr, STATES_OUT: tl.constexpr):
+                     HAS_STATES: tl.constexpr, STATES_OUT: tl.constexpr, A_FROM_LOG: tl.constexpr):
     """State n's A column, B / C rows (C also at reversed positions) and chunk-start state."""
-    An = tl.load(A_row + n, mask=d_mask, other=0.0)
+    An = _load_A(A_row + n, d_mask, A_FROM_LOG)
     Bn = tl.load(B_row + n * s_B_n, mask=t_mask, other=0.0).to(tl.float32)
     h0 = tl.zeros_like(An)
     if HAS_STATES:
@@ -242,7 +254,7 @@ def _bwd_state_loads(n, A_row, d_mask, B_row, C_row, C_row_rev, t_mask, t_rev_ma
 @triton.jit
 def _bwd_chunk_loads(c, j, L, d_mask, u_base, dt_base, do_base, z_base, A_row, B_base, C_base, st_base, s_B_n, s_C_n,
                      BLOCK_L: tl.constexpr, N_PAD: tl.constexpr, HAS_Z: tl.constexpr, HAS_STATES: tl.constexpr,
-                     STATES_OUT: tl.constexpr):
+                     STATES_OUT: tl.constexpr, A_FROM_LOG: tl.constexpr):
     """Chunk c's input tiles as stored (u, delta, delta one token later, dout, z) and its first state's rows."""
     t = c * BLOCK_L + j
     t_rev = c * BLOCK_L + (BLOCK_L - 1 - j)
@@ -257,7 +269,8 @@ def _bwd_chunk_loads(c, j, L, d_mask, u_base, dt_base, do_base, z_base, A_row, B
         if HAS_Z:
             z_raw = tl.load(z_base + t[None, :], mask=m2, other=0.0)
     An, Bn, h0, Cn, Cn_rev = _bwd_state_loads(0, A_row, d_mask, B_base + t, C_base + t, C_base + t_rev, t < L,
-                                              t_rev < L, st_base + c * N_PAD, s_B_n, s_C_n, HAS_STATES, STATES_OUT)
+                                              t_rev < L, st_base + c * N_PAD, s_B_n, s_C_n, HAS_STATES, STATES_OUT,
+                                              A_FROM_LOG)
     return u_raw, delta_raw, delta_next_raw, dout_raw, z_raw, An, Bn, h0, Cn, Cn_rev
 
 
@@ -271,6 +284,7 @@ def _selective_scan_bwd_kernel(
         N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
         STATES_OUT: tl.constexpr, HAS_STATES: tl.constexpr, ATOMIC: tl.constexpr, PREFETCH_CHUNK: tl.constexpr,
+        A_FROM_LOG: tl.constexpr,
 ):
     pid = tl.program_id(0)
     b, g, d, d_mask = _program_channels(pid, blocks_per_group, dim_per_group, BLOCK_D)
@@ -306,7 +320,7 @@ def _selective_scan_bwd_kernel(
     if PREFETCH_CHUNK:
         u_next, delta_next, delta1_next, dout_next, z_next, A0_next, B0_next, h00_next, C0_next, C0_rev_next = \
             _bwd_chunk_loads(n_chunks - 1, j, L, d_mask, u_base, dt_base, do_base, z_base, A_ptr + d * N, B_base,
-                             C_base, st_base, s_B_n, s_C_n, BLOCK_L, N_PAD, HAS_Z, HAS_STATES, STATES_OUT)
+                             C_base, st_base, s_B_n, s_C_n, BLOCK_L, N_PAD, HAS_Z, HAS_STATES, STATES_OUT, A_FROM_LOG)
     for i in tl.range(0, n_chunks, disable_licm=N > 1):
         c = n_chunks - 1 - i
         t = c * BLOCK_L + j
@@ -319,11 +333,12 @@ def _selective_scan_bwd_kernel(
             An_next, Bn_next, h0_next, Cn_next, Cn_rev_next = A0_next, B0_next, h00_next, C0_next, C0_rev_next
             u_next, delta_next, delta1_next, dout_next, z_next, A0_next, B0_next, h00_next, C0_next, C0_rev_next = \
                 _bwd_chunk_loads(tl.maximum(c - 1, 0), j, L, d_mask, u_base, dt_base, do_base, z_base, A_ptr + d * N,
-                                 B_base, C_base, st_base, s_B_n, s_C_n, BLOCK_L, N_PAD, HAS_Z, HAS_STATES, STATES_OUT)
+                                 B_base, C_base, st_base, s_B_n, s_C_n, BLOCK_L, N_PAD, HAS_Z, HAS_STATES, STATES_OUT,
+                                 A_FROM_LOG)
         else:
             u_raw, delta_raw, delta1_raw, dout_raw, z_raw, An_next, Bn_next, h0_next, Cn_next, Cn_rev_next = \
                 _bwd_chunk_loads(c, j, L, d_mask, u_base, dt_base, do_base, z_base, A_ptr + d * N, B_base, C_base,
-                                 st_base, s_B_n, s_C_n, BLOCK_L, N_PAD, HAS_Z, HAS_STATES, STATES_OUT)
+                                 st_base, s_B_n, s_C_n, BLOCK_L, N_PAD, HAS_Z, HAS_STATES, STATES_OUT, A_FROM_LOG)
         uu = u_raw.to(tl.float32)
         raw, dt = _step_size(delta_raw, m2, bias, HAS_BIAS, SOFTPLUS)
         dtu = dt * uu
@@ -356,7 +371,7 @@ def _selective_scan_bwd_kernel(
             if N > 1:
                 An_next, Bn_next, h0_next, Cn_next, Cn_rev_next = _bwd_state_loads(
                     tl.minimum(n + 1, N - 1), A_ptr + d * N, d_mask, B_base + t, C_base + t, C_base + t_rev, t_mask,
-                    t_rev < L, st_base + c * N_PAD, s_B_n, s_C_n, HAS_STATES, STATES_OUT)
+                    t_rev < L, st_base + c * N_PAD, s_B_n, s_C_n, HAS_STATES, STATES_OUT, A_FROM_LOG)
             A2n = An * 1.4426950408889634
             a = tl.exp2(dt * A2n[:, None])
             bx = dtu * Bn[None, :]
@@ -396,7 +411,10 @@ def _selective_scan_bwd_kernel(
         tl.store(du_base + t[None, :], du.to(du_ptr.dtype.element_ty), mask=m2)
         tl.store(ddt_base + t[None, :], ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
 
-    tl.store(dA_ptr + (b * dim + d[:, None]) * N + nn[None, :], dA_acc, mask=d_mask[:, None] & (nn[None, :] < N))
+    dn_mask = d_mask[:, None] & (nn[None, :] < N)
+    if A_FROM_LOG:  # dL/dA_log = dL/dA * A
+        dA_acc = dA_acc * _load_A(A_ptr + d[:, None] * N + nn[None, :], dn_mask, A_FROM_LOG)
+    tl.store(dA_ptr + (b * dim + d[:, None]) * N + nn[None, :], dA_acc, mask=dn_mask)
     tl.store(dD_ptr + b * dim + d, dD_acc, mask=d_mask)
     tl.store(dbias_ptr + b * dim + d, dbias_acc, mask=d_mask)
 
@@ -516,8 +534,12 @@ def selective_scan_fwd(
         delta_softplus: bool,
         return_hidden_states: bool,
         out_dtype: torch.dtype,
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Returns (out, last_state float32 (batch, D, N), chunk-start states or an empty tensor for one chunk)."""
+        a_is_log: bool = False,
+        need_last: bool = True,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """Returns (out, last_state float32 (batch, D, N) or None without ``need_last``, chunk-start states or None for
+    one chunk). With ``a_is_log``, ``A`` holds Mamba's A_log and the kernel takes -exp(A_log) (one op less per call
+    than passing A)."""
     batch, dim, length = u.shape
     groups, dstate = B.shape[1], B.shape[2]
     dim_per_group = dim // groups
@@ -531,10 +553,10 @@ def selective_scan_fwd(
     else:
         out = torch.empty(batch, dim, length, device=u.device, dtype=out_dtype)
         s_out = out.stride()[:2] + (0,)
-    last = torch.empty(batch, dim, dstate, device=u.device, dtype=torch.float32)
+    # Absent outputs get no allocation (an op of CPU time per call): the kernels do not touch them.
+    last = torch.empty(batch, dim, dstate, device=u.device, dtype=torch.float32) if need_last else None
     keep_states = n_chunks > 1
-    states = torch.empty(batch, dim, n_chunks, n_pad, device=u.device, dtype=torch.float32) if keep_states \
-        else u.new_empty(0, dtype=torch.float32)
+    states = torch.empty(batch, dim, n_chunks, n_pad, device=u.device, dtype=torch.float32) if keep_states else None
     A32 = A.float().contiguous()
     D, delta_bias = dense(D), dense(delta_bias)  # the kernels read them as rows
     if not return_hidden_states and steps_forward(dstate, length, batch * dim):
@@ -542,23 +564,23 @@ def selective_scan_fwd(
         steps_blocks = cdiv(dim_per_group, steps_block_d)
         _selective_scan_fwd_steps_kernel[(groups * steps_blocks, batch)](
             u, delta, A32, B, *_or_dummy(u, C, D, z, delta_bias),
-            out, last, states,
+            out, *_or_dummy(out, last, states),
             length, dim, dim_per_group, steps_blocks,
             *_strides(u, 2), *_strides(delta, 2), *_strides(B, 3), *_strides(C, 3), *_strides(z, 2), *s_out[:2],
             N=dstate, N_PAD=n_pad, BLOCK_D=steps_block_d, BLOCK_L=block_l,
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
-            SAVE_STATES=keep_states, num_warps=1,
+            SAVE_STATES=keep_states, A_FROM_LOG=a_is_log, STORE_LAST=need_last, num_warps=1,
         )
         return out, last, states
     grid = (groups * blocks_per_group, batch)
     _selective_scan_fwd_kernel[grid](
         u, delta, A32, B, *_or_dummy(u, C, D, z, delta_bias),
-        out, last, states,
+        out, *_or_dummy(out, last, states),
         length, dim, dim_per_group, blocks_per_group,
         *_strides(u, 2), *_strides(delta, 2), *_strides(B, 3), *_strides(C, 3), *_strides(z, 2), *s_out,
         N=dstate, N_PAD=n_pad, BLOCK_D=block_d, BLOCK_L=block_l,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
-        STATES_OUT=return_hidden_states, SAVE_STATES=keep_states,
+        STATES_OUT=return_hidden_states, SAVE_STATES=keep_states, A_FROM_LOG=a_is_log, STORE_LAST=need_last,
         # Unrolling the state loop pays on wide chunks (vanilla VMamba: 4.46 ms unrolled, 9.77 rolled) and
         # costs registers on narrow ones (Vim-T: 168 registers unrolled, 80 rolled; 0.77 -> 0.58 ms).
         STATE_UNROLL=dstate if block_l >= 64 else 1,
@@ -577,11 +599,13 @@ def selective_scan_bwd(
         D: Optional[torch.Tensor],
         z: Optional[torch.Tensor],
         delta_bias: Optional[torch.Tensor],
-        states: torch.Tensor,
+        states: Optional[torch.Tensor],
         delta_softplus: bool,
         return_hidden_states: bool,
+        a_is_log: bool = False,
 ) -> Tuple[Optional[torch.Tensor], ...]:
-    """Gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias); None where the input is None."""
+    """Gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias); None where the input is None. With ``a_is_log``
+    (see ``selective_scan_fwd``) the third is the gradient of A_log."""
     batch, dim, length = u.shape
     groups, dstate = B.shape[1], B.shape[2]
     dim_per_group = dim // groups
@@ -592,7 +616,7 @@ def selective_scan_bwd(
     n_pad = next_pow2(dstate)
     blocks_per_group = cdiv(dim_per_group, block_d)
     has_states = cdiv(length, block_l) > 1
-    if has_states and states.numel() == 0:
+    if has_states and (states is None or states.numel() == 0):
         raise RuntimeError('selective_scan backward: the forward did not save chunk states')
     f32 = dict(device=u.device, dtype=torch.float32)
     du = torch.empty(batch, dim, length, device=u.device, dtype=u.dtype)
@@ -623,7 +647,7 @@ def selective_scan_bwd(
         _selective_scan_bwd_kernel[(groups * blocks_per_group, n)](
             _sliced(u, part), _sliced(delta, part), A32, _sliced(B, part),
             *_or_dummy(u, _sliced(C, part), D, _sliced(z, part), delta_bias),
-            _sliced(dout, part), _sliced(states, part) if has_states else states,
+            _sliced(dout, part), _sliced(states, part) if has_states else u,
             _sliced(du, part), _sliced(ddelta, part), *_or_dummy(du, _sliced(dz, part)), _sliced(dA, part), rows[0],
             *_or_dummy(rows[0], rows[1]), _sliced(dD, part), _sliced(dbias, part),
             length, dim, dim_per_group, blocks_per_group, groups, blocks_per_group if per_launch else 1,
@@ -633,7 +657,7 @@ def selective_scan_bwd(
             STATES_OUT=return_hidden_states, HAS_STATES=has_states, ATOMIC=not per_launch,
             # Loading chunk c - 1 during chunk c pays where the chunk is all the work (N = 1: VMamba-T backward -5%
             # at stages 1-3, even at 4); at N = 16 the extra live tiles cost more (Vim-T's call 1.84 -> 2.39 ms).
-            PREFETCH_CHUNK=dstate == 1,
+            PREFETCH_CHUNK=dstate == 1, A_FROM_LOG=a_is_log,
             num_warps=warps, **register_cap,
         )
         if per_launch:

@@ -1,6 +1,7 @@
 """Tests of the shared selective-SSM core ``backbones.ssm.SelectiveSSM``."""
 import contextlib
 import importlib
+import os
 
 import pytest
 import torch
@@ -141,7 +142,9 @@ def test_half_inputs_give_float32_outputs_unless_turned_off(float32_output):
 @pytest.mark.parametrize('gated', [False, True])
 def test_half_inputs_equal_the_official_float32_casts(backend, gated, monkeypatch):
     """The kernel computes in float32 from half inputs: casting them first (vanilla VMamba, EfficientVMamba,
-    MSVMamba and GroupMamba officially do) changes no bit of the outputs or of any gradient."""
+    MSVMamba and GroupMamba officially do) changes no bit of the outputs or of any gradient (on CUDA, to float32
+    rounding: there the fused node's kernels compute A = -exp(A_log) themselves, the reference's A comes from
+    torch.exp)."""
     device = 'cpu'
     if backend == 'triton':
         triton_backend = selective_scan_module._triton_backend
@@ -162,10 +165,10 @@ def test_half_inputs_equal_the_official_float32_casts(backend, gated, monkeypatc
         gate = z.clone().requires_grad_() if gated else None
         with torch.autocast(device, dtype=torch.bfloat16):
             if cast:  # the official path: float32 route inputs into the scan
-                x_proj_weight, dt_proj_weight, A, D, delta_bias = ssm._parameters_for(x, 0)
+                x_proj_weight, dt_proj_weight, A_log, D, delta_bias = ssm._parameters_for(x, 0)
                 dts, Bs, Cs = torch.split(torch.matmul(x_proj_weight, x), [2, 4, 4], dim=2)
                 u, delta = x.reshape(2, 16, 37), torch.matmul(dt_proj_weight, dts).reshape(2, 16, 37)
-                y = selective_scan(u.float(), delta.float(), A, Bs.float(), Cs.float(), D,
+                y = selective_scan(u.float(), delta.float(), -torch.exp(A_log.float()), Bs.float(), Cs.float(), D,
                                    z=gate.float().reshape(u.shape) if gated else None, delta_bias=delta_bias,
                                    delta_softplus=True).view(x.shape)
             else:
@@ -173,6 +176,7 @@ def test_half_inputs_equal_the_official_float32_casts(backend, gated, monkeypatc
         (y * weight).sum().backward()
         results.append([y, x.grad] + ([gate.grad] if gated else []) + [p.grad.clone() for p in ssm.parameters()])
     interpreted = backend == 'triton' and device == 'cpu'
+    exp_in_kernel = backend == 'triton' and device == 'cuda'
     for i, (ours, official) in enumerate(zip(*results)):
         assert ours.dtype == official.dtype
         if i == 1:
@@ -183,6 +187,9 @@ def test_half_inputs_equal_the_official_float32_casts(backend, gated, monkeypatc
             # Triton's interpreter truncates float32 -> bfloat16 stores of du and ddelta where GPUs and torch round
             # to nearest, so gradients there agree only to bfloat16 precision; on a GPU the test demands bit equality.
             torch.testing.assert_close(ours.float(), official.float(), rtol=2e-2, atol=2e-2)
+        elif exp_in_kernel:
+            rtol = 1e-2 if ours.dtype == torch.bfloat16 else 1e-5
+            torch.testing.assert_close(ours, official, rtol=rtol, atol=rtol)
         else:
             assert torch.equal(ours, official)
 
@@ -262,23 +269,23 @@ def test_projected_scan_node_equals_the_composition_of_matmuls_and_selective_sca
     xs = torch.randn(batch, routes, channels, length, generator=g, **f64)
     w_x = torch.randn(1 if shared else routes, rank + 2 * dstate, channels, generator=g, **f64) * 0.3
     w_dt = torch.randn(1 if shared else routes, channels, rank, generator=g, **f64) * 0.3
-    A = -torch.rand(routes * channels, dstate, generator=g, **f64) - 0.5
+    A_log = torch.log(torch.rand(routes * channels, dstate, generator=g, **f64) + 0.5)
     D = torch.randn(routes * channels, generator=g, **f64)
     bias = torch.randn(routes * channels, generator=g, **f64) * 0.1
     z = torch.randn(batch, routes * channels, length, generator=g, **f64) if gated else None
-    inputs = [t.requires_grad_() for t in (xs, w_x, w_dt, A, D, bias) + ((z,) if gated else ())]
+    inputs = [t.requires_grad_() for t in (xs, w_x, w_dt, A_log, D, bias) + ((z,) if gated else ())]
     dout = torch.randn(batch, routes * channels, length, generator=g, **f64)
     results = []
     for mode in (contextlib.nullcontext, _PassThrough):
         with mode():
-            y = projected_selective_scan(xs, w_x, w_dt, A, D, z=z, delta_bias=bias, backend='torch')
+            y = projected_selective_scan(xs, w_x, w_dt, A_log, D, z=z, delta_bias=bias, backend='torch')
         results.append([y] + list(torch.autograd.grad(y, inputs, dout)))
     for fused, composed in zip(*results):
         torch.testing.assert_close(fused, composed, rtol=1e-10, atol=1e-10)
     # Frozen projections (fine-tuning): no weight gradients, the same input gradient.
     w_x.requires_grad_(False)
     w_dt.requires_grad_(False)
-    y = projected_selective_scan(xs, w_x, w_dt, A, D, z=z, delta_bias=bias, backend='torch')
+    y = projected_selective_scan(xs, w_x, w_dt, A_log, D, z=z, delta_bias=bias, backend='torch')
     torch.testing.assert_close(torch.autograd.grad(y, xs, dout)[0], results[1][1], rtol=1e-10, atol=1e-10)
 
 
@@ -292,3 +299,36 @@ def test_projected_scan_rejects_mismatched_weights():
         projected_selective_scan(xs, torch.randn(1, 6, 5), torch.randn(3, 5, 2), -torch.ones(15, 2))
     with pytest.raises(ValueError, match=r'u must be non-empty'):
         projected_selective_scan(xs[:0], torch.randn(3, 6, 5), torch.randn(3, 5, 2), -torch.ones(15, 2))
+    with pytest.raises(ValueError, match=r"A_log must be \(K C' = 15, N\)"):
+        projected_selective_scan(xs, torch.randn(3, 6, 5), torch.randn(3, 5, 2), -torch.ones(5, 2))
+
+
+@pytest.mark.skipif(os.environ.get('TRITON_INTERPRET') != '1' and not torch.cuda.is_available(),
+                    reason='needs CUDA or TRITON_INTERPRET=1')
+@pytest.mark.parametrize('steps', [False, True])
+def test_projected_scan_triton_takes_A_log_in_the_kernels(steps, monkeypatch):
+    """The Triton path of the fused node passes A_log to the kernels (A = -exp(A_log) there, dA_log = dA * A at the
+    end of the backward): the output and every gradient equal the PyTorch path's, for the chunked and the
+    token-by-token forward."""
+    import kernels.triton_backend as triton_backend
+    if steps:
+        monkeypatch.setattr(triton_backend, 'STEPS_MIN_LENGTH', 1)
+        monkeypatch.setattr(triton_backend, 'MIN_PROGRAMS', 10 ** 9)
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    g = torch.Generator().manual_seed(0)
+    batch, routes, channels, length, rank, dstate = 2, 2, 4, 37, 2, 4
+    xs = torch.randn(batch, routes, channels, length, generator=g)
+    w_x = torch.randn(routes, rank + 2 * dstate, channels, generator=g) * 0.3
+    w_dt = torch.randn(routes, channels, rank, generator=g) * 0.3
+    A_log = torch.log(torch.rand(routes * channels, dstate, generator=g) + 0.5)
+    D = torch.randn(routes * channels, generator=g)
+    bias = torch.randn(routes * channels, generator=g) * 0.1
+    z = torch.randn(batch, routes * channels, length, generator=g)
+    dout = torch.randn(batch, routes * channels, length, generator=g)
+    results = []
+    for backend in ('triton', 'torch'):
+        inputs = [t.to(device).requires_grad_() for t in (xs, w_x, w_dt, A_log, D, bias, z)]
+        y = projected_selective_scan(*inputs[:5], z=inputs[6], delta_bias=inputs[5], backend=backend)
+        results.append([y] + list(torch.autograd.grad(y, inputs, dout.to(device))))
+    for name, got, want in zip(['y', 'dxs', 'dw_x', 'dw_dt', 'dA_log', 'dD', 'dbias', 'dz'], *results):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4, msg=name)
