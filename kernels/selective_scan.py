@@ -323,11 +323,15 @@ class _ProjectedScanFunction(torch.autograd.Function):
     def forward(ctx, xs, x_proj_weight, dt_proj_weight, A_log, D, z, delta_bias, out_float32, backend):
         batch, routes, channels, length = xs.shape
         dt_rank, dstate = dt_proj_weight.shape[-1], A_log.shape[1]
-        # Weights in the GEMM dtype (autocast's cast, done here so that the backward reuses it).
-        w_x, w_dt = x_proj_weight.to(xs.dtype), dt_proj_weight.to(xs.dtype)
-        x_dbl, delta = project_routes(xs, w_x, w_dt, dt_rank)
+        rows = batch * routes
+        # project_routes' GEMMs as bmm over batch x routes: one op both casts each weight to the GEMM dtype
+        # (autocast's) and lays it out per batch entry, which torch.matmul's broadcast would copy separately.
+        w_x = x_proj_weight.expand(batch, routes, -1, -1).to(xs.dtype).reshape(rows, -1, channels)
+        x_dbl = torch.bmm(w_x, xs.reshape(rows, channels, length)).view(batch, routes, -1, length)
+        w_dt = dt_proj_weight.expand(batch, routes, -1, -1).to(xs.dtype).reshape(rows, channels, dt_rank)
+        delta = torch.bmm(w_dt, x_dbl[:, :, :dt_rank].reshape(rows, dt_rank, length))
         _, Bs, Cs = torch.split(x_dbl, [dt_rank, dstate, dstate], dim=2)
-        u, delta = xs.reshape(batch, routes * channels, length), delta.reshape(batch, routes * channels, length)
+        u, delta = xs.reshape(batch, routes * channels, length), delta.view(batch, routes * channels, length)
         if backend == 'triton':  # A = -exp(A_log) inside the kernels; no last state
             out, _, states = _triton_backend.selective_scan_fwd(
                 u, delta, A_log, Bs, Cs, D, z, delta_bias, True, False, torch.float32 if out_float32 else u.dtype,
@@ -335,15 +339,16 @@ class _ProjectedScanFunction(torch.autograd.Function):
         else:
             out, _, states = _fwd_impl(u, delta, -torch.exp(A_log.float()), Bs, Cs, D, z, delta_bias, True, False,
                                        out_float32, backend)
-        ctx.save_for_backward(xs, x_dbl, delta, A_log, D, z, delta_bias, states, w_x, w_dt)
+        ctx.save_for_backward(xs, x_dbl, delta, A_log, D, z, delta_bias, states, x_proj_weight, dt_proj_weight)
         ctx.backend = backend
-        ctx.param_dtypes = x_proj_weight.dtype, dt_proj_weight.dtype
         return out
 
     @staticmethod
     @once_differentiable  # the scan's backward kernel has no derivative of its own
     def backward(ctx, dout):
-        xs, x_dbl, delta, A_log, D, z, delta_bias, states, w_x, w_dt = ctx.saved_tensors
+        xs, x_dbl, delta, A_log, D, z, delta_bias, states, x_proj_weight, dt_proj_weight = ctx.saved_tensors
+        # The backward's GEMMs take the weights cast again (cheaper to redo than to keep the per-batch copies).
+        w_x, w_dt = x_proj_weight.to(xs.dtype), dt_proj_weight.to(xs.dtype)
         batch, routes, channels, length = xs.shape
         dt_rank, dstate = w_dt.shape[-1], A_log.shape[1]
         dts, Bs, Cs = torch.split(x_dbl, [dt_rank, dstate, dstate], dim=2)
@@ -359,7 +364,7 @@ class _ProjectedScanFunction(torch.autograd.Function):
                 dA_log = (dA * A).to(A_log.dtype)
         ddelta = ddelta.view(batch, routes, channels, length)
         needs_xs, needs_w_x, needs_w_dt = ctx.needs_input_grad[:3]
-        x_dtype, dt_dtype = ctx.param_dtypes
+        x_dtype, dt_dtype = x_proj_weight.dtype, dt_proj_weight.dtype
         # Weight gradients: per-sample GEMMs summed over the batch (and over the routes of a shared weight).
         shared = (0, 1) if w_x.shape[0] == 1 else (0,)
         dw_x = dw_dt = dxs = None
