@@ -69,7 +69,6 @@ from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -77,7 +76,7 @@ from timm.layers import DropPath, lecun_normal_, resample_abs_pos_embed, to_2tup
 from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
-from kernels import causal_conv1d
+from kernels import autocast_dtype, causal_conv1d, rms_norm
 from scans import MiddleTokenScan, Scan
 
 from ._checkpoint import fit_state_dict, unwrap_checkpoint
@@ -115,7 +114,8 @@ def resample_pos_embed(
 
 
 class RMSNorm(nn.Module):
-    """RMSNorm computed in float32 whatever the input dtype, output in the parameter dtype (weight only, no bias).
+    """RMSNorm computed in float32 whatever the input dtype, output in the parameter dtype (weight only, no bias) or
+    the one asked for (``kernels.rms_norm``: Triton on CUDA).
 
     The semantics of ``mamba_ssm``'s Triton ``rms_norm_fn`` on the float32 residual stream.
     """
@@ -125,9 +125,8 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
 
-    def forward(self, x: Tensor) -> Tensor:
-        out = F.rms_norm(x.float(), self.weight.shape, self.weight.float(), self.eps)
-        return out.to(self.weight.dtype)
+    def forward(self, x: Tensor, out_dtype: Optional[torch.dtype] = None) -> Tensor:
+        return rms_norm(x, self.weight, self.eps, out_dtype=out_dtype or self.weight.dtype)
 
 
 class PatchEmbed(nn.Module):
@@ -221,7 +220,8 @@ class VimBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
 
     def forward(self, x: Tensor, grid_size: Tuple[int, int]) -> Tensor:
-        return x + self.drop_path(self.mixer(self.norm(x), grid_size))
+        # Normalised straight into in_proj's autocast dtype: no separate cast of the mixer's input.
+        return x + self.drop_path(self.mixer(self.norm(x, autocast_dtype(x.device.type)), grid_size))
 
 
 class Vim(nn.Module):

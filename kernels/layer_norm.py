@@ -7,6 +7,10 @@ input's dtype, or float32 under CUDA autocast (which runs ``layer_norm`` in floa
 other changes no dtype anywhere in a model. Like timm's, the output is channel-last in memory
 (``torch.channels_last`` for 4-D maps) whatever the input layout; the Triton path reads either layout in place,
 without permute copies.
+
+``rms_norm``: RMSNorm over the last dim of token tensors (Vim's norm), the same kernels without the mean and bias
+(``linzoo::rms_norm``): the output in a chosen dtype in the same pass, and a backward whose weight gradient is
+per-program partial sums instead of PyTorch's separate reduction kernel.
 """
 import math
 from typing import Optional, Tuple
@@ -18,7 +22,7 @@ from torch import Tensor
 from ._dispatch import eager_function, import_triton_module, triton_or_torch, use_custom_op
 from ._grid import bcp_strides
 
-__all__ = ['layer_norm_2d']
+__all__ = ['layer_norm_2d', 'rms_norm']
 
 _triton_layer_norm, _triton_import_error = import_triton_module('triton_layer_norm')
 
@@ -152,3 +156,87 @@ def layer_norm_2d(
     out_dtype = out_dtype or _layer_norm_dtype(x)
     norm = _fwd_op if use_custom_op() else _LayerNorm2dFunction.apply
     return norm(x, weight, bias, float(eps), out_dtype)[0]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# RMSNorm over the last dim: the kernels above with RMS on, on the (B, D, L) view of (B, L, D) tokens.
+
+def _rms_fwd_impl(x: Tensor, weight: Tensor, eps: float, out_dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
+    y, _, rstd = _triton_layer_norm.layer_norm_fwd(x, weight, None, eps, out_dtype, rms=True)
+    return y, rstd
+
+
+_rms_fwd_op = torch.library.custom_op('linzoo::rms_norm_fwd', _rms_fwd_impl, mutates_args=())
+
+
+@_rms_fwd_op.register_fake
+def _rms_fwd_fake(x, weight, eps, out_dtype):
+    y, _, rstd = _fwd_fake(x, weight, None, eps, out_dtype)
+    return y, rstd
+
+
+def _rms_bwd_impl(dy: Tensor, x: Tensor, weight: Tensor, rstd: Tensor) -> Tuple[Tensor, Tensor]:
+    dx, dweight = _triton_layer_norm.layer_norm_bwd(dy, x, weight, None, rstd)
+    return dx, dweight[0]
+
+
+_rms_bwd_op = torch.library.custom_op('linzoo::rms_norm_bwd', _rms_bwd_impl, mutates_args=())
+
+
+@_rms_bwd_op.register_fake
+def _rms_bwd_fake(dy, x, weight, rstd):
+    dx, dweight_bias = _bwd_fake(dy, x, weight, None, rstd)
+    return dx, dweight_bias[0]
+
+
+def _rms_setup_context(ctx, inputs, output):
+    x, weight, _, _ = inputs
+    ctx.save_for_backward(x, weight, output[1])
+
+
+def _rms_backward(ctx, dy, drstd):
+    x, weight, rstd = ctx.saved_tensors
+    dx, dweight = (_rms_bwd_op if use_custom_op() else _rms_bwd_impl)(dy, x, weight, rstd)
+    return dx, dweight.to(weight.dtype), None, None
+
+
+_rms_fwd_op.register_autograd(_rms_backward, setup_context=_rms_setup_context)
+
+_RMSNormFunction = eager_function('_RMSNormFunction', 'linzoo::rms_norm', _rms_fwd_impl, _rms_setup_context,
+                                  _rms_backward)
+
+
+def rms_norm(
+        x: Tensor,
+        weight: Tensor,
+        eps: float,
+        out_dtype: Optional[torch.dtype] = None,
+        backend: Optional[str] = None,
+) -> Tensor:
+    """RMSNorm over the last dim of ``x`` (..., D): ``x / sqrt(mean(x^2) + eps) * weight``, computed in float32.
+
+    Args:
+        x: Tokens (..., D), e.g. Vim's float32 residual stream (B, L, D).
+        weight: Per-channel scale (D,).
+        eps: Added to the mean square.
+        out_dtype: Floating dtype of the output (rounded once from float32), e.g. the autocast dtype of the
+            projection that follows; None for x's dtype.
+        backend: 'triton' (CUDA), 'torch' (``F.rms_norm``), or None to choose from the device and dtype.
+
+    Returns:
+        The normalised tokens, x's shape, contiguous.
+    """
+    if x.dim() < 1 or weight.dim() != 1 or weight.shape[0] != x.shape[-1]:
+        raise ValueError(f'rms_norm: weight must have shape (D,) for x (..., D); got x {tuple(x.shape)} and weight '
+                         f'{tuple(weight.shape)}')
+    if out_dtype is not None and not out_dtype.is_floating_point:
+        raise ValueError(f'rms_norm: out_dtype must be a floating dtype, got {out_dtype}')
+    out_dtype = out_dtype or x.dtype
+    backend = triton_or_torch('rms_norm', x, backend, _triton_layer_norm, _triton_import_error, "PyTorch's rms_norm")
+    if backend == 'torch' or x.numel() == 0:
+        compute = torch.promote_types(x.dtype, torch.float32)  # float64 stays float64
+        return F.rms_norm(x.to(compute), weight.shape, weight.to(compute), eps).to(out_dtype)
+    # (rows, L, D) -> the channel-first view (rows, D, L) of the same memory; the kernel's output is channel-last.
+    tokens = x.reshape(-1, x.shape[-2] if x.dim() > 1 else 1, x.shape[-1]).transpose(1, 2)
+    norm = _rms_fwd_op if use_custom_op() else _RMSNormFunction.apply
+    return norm(tokens, weight, float(eps), out_dtype)[0].transpose(1, 2).reshape(x.shape)

@@ -1,4 +1,4 @@
-"""Triton LayerNorm over the channels of (B, C, P) maps, in either memory layout, forward and backward.
+"""Triton LayerNorm (or RMSNorm) over the channels of (B, C, P) maps, in either memory layout, forward and backward.
 
 PyTorch's channel LayerNorm of NCHW maps (timm's ``LayerNorm2d``) permutes to (B, H, W, C), and its row kernel
 gives each row of C values (96 to 768 in the VMamba stages) to a block of threads; under autocast the input is
@@ -6,6 +6,8 @@ first copied to float32. Here one program normalises a [C, BLOCK_P] tile of one 
 own dtype and strides (channel-first or channel-last), computes in float32 and writes a channel-last output
 (timm's strides). The backward recomputes the normalised input from the saved mean and 1/std and writes
 per-program partial sums for the weight and bias gradients (summed by torch in one reduction: deterministic).
+With ``rms`` the same kernels compute RMSNorm (no mean subtracted, no bias): Vim's norm over token channels, whose
+PyTorch backward spent ~100 us per Vim-T layer on an H100 in its weight-gradient reduction.
 """
 import math
 from typing import Optional, Tuple
@@ -25,7 +27,7 @@ def _layer_norm_fwd_kernel(
         C, P, eps,
         s_x_b, s_x_c, s_x_p, s_y_b, s_y_c, s_y_p,
         HAS_W: tl.constexpr, HAS_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
-        AX: tl.constexpr,
+        AX: tl.constexpr, RMS: tl.constexpr,
 ):
     b = tl.program_id(1).to(tl.int64)
     c = tl.arange(0, BLOCK_C)
@@ -42,8 +44,11 @@ def _layer_norm_fwd_kernel(
     p_mask = p < P
     mask = (cc < C) & (pp < P)
     x = tl.load(x_ptr + b * s_x_b + cc * s_x_c + pp * s_x_p, mask=mask, other=0.0).to(tl.float32)
-    mean = tl.sum(x, axis=AX) / C
-    xc = tl.where(mask, x - tl.expand_dims(mean, AX), 0.0)
+    if RMS:
+        xc = x
+    else:
+        mean = tl.sum(x, axis=AX) / C
+        xc = tl.where(mask, x - tl.expand_dims(mean, AX), 0.0)
     rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=AX) / C + eps)
     y = xc * tl.expand_dims(rstd, AX)
     if HAS_W:
@@ -51,7 +56,8 @@ def _layer_norm_fwd_kernel(
     if HAS_B:
         y = y + tl.expand_dims(tl.load(b_ptr + c, mask=c_mask, other=0.0).to(tl.float32), 1 - AX)
     tl.store(y_ptr + b * s_y_b + cc * s_y_c + pp * s_y_p, y.to(y_ptr.dtype.element_ty), mask=mask)
-    tl.store(mean_ptr + b * P + p, mean, mask=p_mask)
+    if not RMS:
+        tl.store(mean_ptr + b * P + p, mean, mask=p_mask)
     tl.store(rstd_ptr + b * P + p, rstd, mask=p_mask)
 
 
@@ -61,7 +67,7 @@ def _layer_norm_bwd_kernel(
         C, P, n_blocks, n_rows,
         s_dy_b, s_dy_c, s_dy_p, s_x_b, s_x_c, s_x_p, s_dx_b, s_dx_c, s_dx_p,
         HAS_W: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
-        AX: tl.constexpr,
+        AX: tl.constexpr, RMS: tl.constexpr,
 ):
     pid_p = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -78,20 +84,25 @@ def _layer_norm_bwd_kernel(
     mask = (cc < C) & (pp < P)
     x = tl.load(x_ptr + b * s_x_b + cc * s_x_c + pp * s_x_p, mask=mask, other=0.0).to(tl.float32)
     dy = tl.load(dy_ptr + b * s_dy_b + cc * s_dy_c + pp * s_dy_p, mask=mask, other=0.0).to(tl.float32)
-    mean = tl.load(mean_ptr + b * P + p, mask=p_mask, other=0.0)
     rstd = tl.load(rstd_ptr + b * P + p, mask=p_mask, other=0.0)
-    xhat = tl.where(mask, (x - tl.expand_dims(mean, AX)) * tl.expand_dims(rstd, AX), 0.0)
+    if RMS:
+        xhat = x * tl.expand_dims(rstd, AX)
+    else:
+        mean = tl.load(mean_ptr + b * P + p, mask=p_mask, other=0.0)
+        xhat = tl.where(mask, (x - tl.expand_dims(mean, AX)) * tl.expand_dims(rstd, AX), 0.0)
     wdy = dy
     if HAS_W:
         wdy = dy * tl.expand_dims(tl.load(w_ptr + c, mask=c_mask, other=0.0).to(tl.float32), 1 - AX)
-    # dx = rstd * (wdy - mean_c(wdy) - xhat * mean_c(wdy * xhat))
-    c1 = tl.expand_dims(tl.sum(wdy * xhat, axis=AX) / C, AX)
-    c2 = tl.expand_dims(tl.sum(wdy, axis=AX) / C, AX)
-    dx = (wdy - xhat * c1 - c2) * tl.expand_dims(rstd, AX)
+    # dx = rstd * (wdy - mean_c(wdy) - xhat * mean_c(wdy * xhat)), without the mean_c(wdy) term for RMSNorm
+    dx = wdy - xhat * tl.expand_dims(tl.sum(wdy * xhat, axis=AX) / C, AX)
+    if not RMS:
+        dx -= tl.expand_dims(tl.sum(wdy, axis=AX) / C, AX)
+    dx = dx * tl.expand_dims(rstd, AX)
     tl.store(dx_ptr + b * s_dx_b + cc * s_dx_c + pp * s_dx_p, dx.to(dx_ptr.dtype.element_ty), mask=mask)
     row = (b * n_blocks + pid_p) * C
     tl.store(dw_ptr + row + c, tl.sum(dy * xhat, axis=1 - AX), mask=c_mask)
-    tl.store(dw_ptr + n_rows * C + row + c, tl.sum(dy, axis=1 - AX), mask=c_mask)
+    if not RMS:
+        tl.store(dw_ptr + n_rows * C + row + c, tl.sum(dy, axis=1 - AX), mask=c_mask)
 
 
 def _tile(channels: int, positions: int) -> Tuple[int, int, int]:
@@ -107,8 +118,10 @@ def layer_norm_fwd(
         bias: Optional[torch.Tensor],
         eps: float,
         out_dtype: torch.dtype,
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """LayerNorm over dim 1 of a (B, C, *spatial) tensor; returns (y channel-last, mean, rstd) (B, P) float32."""
+        rms: bool = False,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
+    """LayerNorm (RMSNorm with ``rms``: no bias) over dim 1 of a (B, C, *spatial) tensor; returns (y channel-last,
+    mean (None with ``rms``), rstd), the statistics (B, P) float32."""
     weight, bias = dense(weight), dense(bias)  # the kernel reads them as rows
     s_x = bcp_strides(x)
     if s_x is None:
@@ -119,15 +132,15 @@ def layer_norm_fwd(
     # Channel-last output whatever the input layout, like timm's permute -> layer_norm -> permute (the next 1x1
     # convolutions take it without a layout conversion).
     y = torch.empty(batch, *x.shape[2:], channels, device=x.device, dtype=out_dtype).movedim(-1, 1)
-    mean = torch.empty(batch, positions, device=x.device, dtype=torch.float32)
-    rstd = torch.empty_like(mean)
+    rstd = torch.empty(batch, positions, device=x.device, dtype=torch.float32)
+    mean = None if rms else torch.empty_like(rstd)
     block_c, block_p, warps = _tile(channels, positions)
     grid = (cdiv(positions, block_p), batch)
     _layer_norm_fwd_kernel[grid](
-        x, weight if weight is not None else x, bias if bias is not None else x, y, mean, rstd,
-        channels, positions, eps, *s_x, positions * channels, 1, channels,
+        x, weight if weight is not None else x, bias if bias is not None else x, y, mean if mean is not None else rstd,
+        rstd, channels, positions, eps, *s_x, positions * channels, 1, channels,
         HAS_W=weight is not None, HAS_B=bias is not None, BLOCK_C=block_c, BLOCK_P=block_p,
-        AX=int(s_x[1] == 1), num_warps=warps,
+        AX=int(s_x[1] == 1), RMS=rms, num_warps=warps,
     )
     return y, mean, rstd
 
@@ -136,10 +149,11 @@ def layer_norm_bwd(
         dy: torch.Tensor,
         x: torch.Tensor,
         weight: Optional[torch.Tensor],
-        mean: torch.Tensor,
+        mean: Optional[torch.Tensor],
         rstd: torch.Tensor,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(dx in x's layout and dtype, float32 (2, C) holding the weight and the bias gradient)."""
+    """(dx in x's layout and dtype, float32 (2, C) holding the weight and the bias gradient); RMSNorm's (no mean:
+    ``mean`` None) gives (1, C), the weight gradient."""
     weight = dense(weight)
     s_x, s_dy = bcp_strides(x), bcp_strides(dy)
     if s_x is None:
@@ -155,11 +169,12 @@ def layer_norm_bwd(
     dx = torch.empty_like(x)
     # Per-program partial sums of the weight (row block 0) and bias (row block 1) gradients: one torch sum.
     n_rows = batch * n_blocks
-    partials = torch.empty(2, n_rows, channels, device=x.device, dtype=torch.float32)
+    rms = mean is None
+    partials = torch.empty(1 if rms else 2, n_rows, channels, device=x.device, dtype=torch.float32)
     _layer_norm_bwd_kernel[(n_blocks, batch)](
-        dy, x, weight if weight is not None else x, mean, rstd, dx, partials,
+        dy, x, weight if weight is not None else x, rstd if rms else mean, rstd, dx, partials,
         channels, positions, n_blocks, n_rows, *s_dy, *s_x, *bcp_strides(dx),
         HAS_W=weight is not None, BLOCK_C=block_c, BLOCK_P=block_p,
-        AX=int(s_x[1] == 1), num_warps=warps,
+        AX=int(s_x[1] == 1), RMS=rms, num_warps=warps,
     )
     return dx, partials.sum(1)

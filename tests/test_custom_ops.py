@@ -33,6 +33,10 @@ def _layer_norm_cases():
         y, mean, rstd = ops.layer_norm_2d_fwd(inp, w, b, 1e-5, torch.float32)
         cases[f'layer_norm_bwd_{name}'] = (ops.layer_norm_2d_bwd.default, (torch.randn_like(y), inp, w, mean, rstd))
     cases['layer_norm_fwd_half_out'] = (ops.layer_norm_2d_fwd.default, (x, None, None, 1e-6, torch.bfloat16))
+    tokens = _rand(2, 7, 12).transpose(1, 2)  # rms_norm's (B, D, L) view of (B, L, D) tokens
+    cases['rms_norm_fwd'] = (ops.rms_norm_fwd.default, (tokens, w.new_ones(12), 1e-5, torch.bfloat16))
+    y, rstd = ops.rms_norm_fwd(tokens, w.new_ones(12), 1e-5, torch.float32)
+    cases['rms_norm_bwd'] = (ops.rms_norm_bwd.default, (torch.randn_like(y), tokens, w.new_ones(12), rstd))
     return cases
 
 

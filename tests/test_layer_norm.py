@@ -1,10 +1,13 @@
-"""kernels.layer_norm_2d: the Triton kernel (interpreter on CPU, CUDA on a GPU) against PyTorch's layer_norm."""
+"""kernels.layer_norm_2d and kernels.rms_norm: the Triton kernels (interpreter on CPU, CUDA on a GPU) against PyTorch's
+layer_norm and rms_norm."""
 import os
 
 import pytest
 import torch
 
-from kernels import layer_norm_2d
+import torch.nn.functional as F
+
+from kernels import layer_norm_2d, rms_norm
 
 CUDA = torch.cuda.is_available()
 TRITON_DEVICE = 'cuda' if CUDA else ('cpu' if os.environ.get('TRITON_INTERPRET') == '1' else None)
@@ -193,3 +196,32 @@ def test_bad_arguments_raise_clear_errors(monkeypatch):
     monkeypatch.setenv('TRITON_INTERPRET', '0')
     with pytest.raises(ValueError, match='needs CUDA tensors'):
         layer_norm_2d(x, None, None, 1e-5, backend='triton')
+
+
+@needs_triton
+@pytest.mark.parametrize('shape', [(2, 7, 12), (3, 5, 130), (6, 16), (2, 3, 4, 8)])
+@pytest.mark.parametrize('out_dtype', [None, torch.bfloat16])
+def test_rms_norm_matches_pytorch_in_values_and_gradients(shape, out_dtype):
+    """rms_norm over the last dim (Vim's norm): F.rms_norm's values (rounded once to out_dtype) and gradients, the
+    input gradient contiguous like the input."""
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(*shape, generator=g) * 2 + 0.5).to(TRITON_DEVICE).requires_grad_()
+    w = (1 + 0.1 * torch.randn(shape[-1], generator=g)).to(TRITON_DEVICE).requires_grad_()
+    results = []
+    for backend in ('triton', 'torch'):
+        y = rms_norm(x, w, 1e-5, out_dtype=out_dtype, backend=backend)
+        dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(y.device, y.dtype)
+        results.append((y, *torch.autograd.grad(y, (x, w), dy)))
+    (y, dx, dw), (y_ref, dx_ref, dw_ref) = results
+    assert y.dtype == (out_dtype or x.dtype) and y.shape == x.shape and y.is_contiguous()
+    torch.testing.assert_close(y_ref, F.rms_norm(x, (shape[-1],), w, 1e-5).to(y.dtype), rtol=0, atol=0)
+    tol = 1e-5 if out_dtype is None else 2 ** -7  # the interpreter's bfloat16 cast may round differently
+    torch.testing.assert_close(y.float(), y_ref.float(), rtol=tol, atol=tol)
+    torch.testing.assert_close(dx, dx_ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(dw, dw_ref, rtol=1e-4, atol=1e-4)
+    assert dx.is_contiguous()
+
+
+def test_rms_norm_rejects_a_weight_of_the_wrong_size():
+    with pytest.raises(ValueError, match=r'weight must have shape \(D,\)'):
+        rms_norm(torch.randn(2, 3, 8), torch.ones(7), 1e-5)
