@@ -15,6 +15,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from ._launch import CachedLauncher
 from ._grid import cdiv, next_pow2
 
 __all__ = ['route_gather', 'route_gather_op', 'route_gather_pair']
@@ -57,6 +58,9 @@ def _route_gather_kernel(
         if SCALED:
             acc = acc * scale
         tl.store(out_rows, acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+_route_gather_launch = CachedLauncher(_route_gather_kernel)
 
 
 def _tile(channels: int, length: int, channels_contiguous: bool) -> Tuple[int, int, int]:
@@ -141,7 +145,7 @@ def _launch(src: Tensor, index: Tensor, out: Tensor, sum_routes: bool, channels_
     block_c, block_j, warps = _tile(channels, length, s_c == 1)
     pair = src2 is not None
     grid = (cdiv(length, block_j), cdiv(channels, block_c) * (2 if pair else 1), batch)
-    _route_gather_kernel[grid](
+    _route_gather_launch[grid](
         src, src2 if pair else src, index, out, out2 if pair else out, channels, length, scale,
         s_b, s_g, s_c, s_t, o_b, o_k, o_c, o_j,
         NUM_ROUTES=num_routes, SUM_ROUTES=sum_routes, SCALED=scale != 1.0, PAIR=pair, BLOCK_C=block_c,

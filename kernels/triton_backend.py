@@ -24,6 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ._launch import CachedLauncher
 from ._grid import cdiv, dense, next_pow2
 
 __all__ = ['launch_config', 'steps_forward', 'backward_register_cap', 'selective_scan_fwd', 'selective_scan_bwd']
@@ -180,6 +181,9 @@ def _selective_scan_fwd_kernel(
         tl.store(last_ptr + (b * dim + d[:, None]) * N + nn[None, :], h, mask=d_mask[:, None] & (nn[None, :] < N))
 
 
+_selective_scan_fwd_launch = CachedLauncher(_selective_scan_fwd_kernel)
+
+
 @triton.jit
 def _selective_scan_fwd_steps_kernel(
         u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
@@ -232,6 +236,9 @@ def _selective_scan_fwd_steps_kernel(
             tl.store(o_row + t, y.to(out_ptr.dtype.element_ty), mask=d_mask)
     if STORE_LAST:
         tl.store(last_ptr + (b * dim + d[:, None]) * N + nn[None, :], h, mask=dn_mask)
+
+
+_selective_scan_fwd_steps_launch = CachedLauncher(_selective_scan_fwd_steps_kernel)
 
 
 @triton.jit
@@ -419,6 +426,9 @@ def _selective_scan_bwd_kernel(
     tl.store(dbias_ptr + b * dim + d, dbias_acc, mask=d_mask)
 
 
+_selective_scan_bwd_launch = CachedLauncher(_selective_scan_bwd_kernel)
+
+
 def launch_config(
         dstate: int,
         length: int,
@@ -562,7 +572,7 @@ def selective_scan_fwd(
     if not return_hidden_states and steps_forward(dstate, length, batch * dim):
         steps_block_d = min(16, next_pow2(dim_per_group))
         steps_blocks = cdiv(dim_per_group, steps_block_d)
-        _selective_scan_fwd_steps_kernel[(groups * steps_blocks, batch)](
+        _selective_scan_fwd_steps_launch[(groups * steps_blocks, batch)](
             u, delta, A32, B, *_or_dummy(u, C, D, z, delta_bias),
             out, *_or_dummy(out, last, states),
             length, dim, dim_per_group, steps_blocks,
@@ -573,7 +583,7 @@ def selective_scan_fwd(
         )
         return out, last, states
     grid = (groups * blocks_per_group, batch)
-    _selective_scan_fwd_kernel[grid](
+    _selective_scan_fwd_launch[grid](
         u, delta, A32, B, *_or_dummy(u, C, D, z, delta_bias),
         out, *_or_dummy(out, last, states),
         length, dim, dim_per_group, blocks_per_group,
@@ -644,7 +654,7 @@ def selective_scan_bwd(
         n = part.stop - part.start
         rows = (_sliced(rows_B, slice(0, n)), _sliced(rows_C, slice(0, n))) if per_launch \
             else (_sliced(dB, part), _sliced(dC, part))
-        _selective_scan_bwd_kernel[(groups * blocks_per_group, n)](
+        _selective_scan_bwd_launch[(groups * blocks_per_group, n)](
             _sliced(u, part), _sliced(delta, part), A32, _sliced(B, part),
             *_or_dummy(u, _sliced(C, part), D, _sliced(z, part), delta_bias),
             _sliced(dout, part), _sliced(states, part) if has_states else u,

@@ -16,6 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ._launch import CachedLauncher
 from ._grid import cdiv, next_pow2
 
 __all__ = ['causal_conv1d_fwd', 'causal_conv1d_bwd']
@@ -55,6 +56,9 @@ def _causal_conv1d_fwd_kernel(
     tl.store(y_base + t[None, :], y.to(y_ptr.dtype.element_ty), mask=c_mask[:, None] & (t < L)[None, :])
 
 
+_causal_conv1d_fwd_launch = CachedLauncher(_causal_conv1d_fwd_kernel)
+
+
 @triton.jit
 def _causal_conv1d_bwd_pre_kernel(
         dy_ptr, x_ptr, w_ptr, b_ptr, g_ptr, dw_ptr, db_ptr,
@@ -90,6 +94,9 @@ def _causal_conv1d_bwd_pre_kernel(
     tl.store(db_ptr + part + c, tl.sum(g, axis=1), mask=c_mask)
 
 
+_causal_conv1d_bwd_pre_launch = CachedLauncher(_causal_conv1d_bwd_pre_kernel)
+
+
 @triton.jit
 def _causal_conv1d_bwd_dx_kernel(
         g_ptr, w_ptr, dx_ptr, C, L,
@@ -107,6 +114,9 @@ def _causal_conv1d_bwd_dx_kernel(
         g = tl.load(g_ptr + rows + tj[None, :], mask=c_mask[:, None] & (tj < L)[None, :], other=0.0).to(tl.float32)
         dx += tl.load(w_ptr + c * K + (K - 1 - j), mask=c_mask, other=0.0).to(tl.float32)[:, None] * g
     tl.store(dx_ptr + rows + t[None, :], dx.to(dx_ptr.dtype.element_ty), mask=c_mask[:, None] & (t < L)[None, :])
+
+
+_causal_conv1d_bwd_dx_launch = CachedLauncher(_causal_conv1d_bwd_dx_kernel)
 
 
 # Per kernel: (longest BLOCK_L, elements per program, num_warps) for sequences up to 1024 steps and past them,
@@ -131,7 +141,7 @@ def causal_conv1d_fwd(
     y = torch.empty(batch, channels, length, device=x.device, dtype=out_dtype)
     block_c, block_l, warps = _tile('fwd', channels, length)
     grid = (cdiv(length, block_l), cdiv(channels, block_c), batch)
-    _causal_conv1d_fwd_kernel[grid](
+    _causal_conv1d_fwd_launch[grid](
         x, weight, bias if bias is not None else weight, y, channels, length, *x.stride(),
         K=weight.shape[-1], HAS_BIAS=bias is not None, SILU=silu, BLOCK_C=block_c, BLOCK_L=block_l,
         num_warps=warps,
@@ -151,13 +161,13 @@ def causal_conv1d_bwd(
     g = torch.empty(batch, channels, length, device=x.device, dtype=dy.dtype)
     dw = torch.empty(batch * grid[0], channels, taps, device=x.device, dtype=torch.float32)
     db = torch.empty(batch * grid[0], channels, device=x.device, dtype=torch.float32)
-    _causal_conv1d_bwd_pre_kernel[grid](
+    _causal_conv1d_bwd_pre_launch[grid](
         dy, x, weight, bias if bias is not None else weight, g, dw, db, channels, length, *x.stride(), *dy.stride(),
         K=taps, HAS_BIAS=bias is not None, SILU=silu, BLOCK_C=block_c, BLOCK_L=block_l, num_warps=warps,
     )
     dx = torch.empty(batch, channels, length, device=x.device, dtype=x.dtype)
     block_c, block_l, warps = _tile('bwd_dx', channels, length)
-    _causal_conv1d_bwd_dx_kernel[(cdiv(length, block_l), cdiv(channels, block_c), batch)](
+    _causal_conv1d_bwd_dx_launch[(cdiv(length, block_l), cdiv(channels, block_c), batch)](
         g, weight, dx, channels, length, K=taps, BLOCK_C=block_c, BLOCK_L=block_l, num_warps=warps,
     )
     return dx, dw.sum(0), db.sum(0)

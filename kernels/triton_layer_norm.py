@@ -16,6 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ._launch import CachedLauncher
 from ._grid import bcp_strides, cdiv, dense, next_pow2
 
 __all__ = ['layer_norm_fwd', 'layer_norm_bwd']
@@ -59,6 +60,9 @@ def _layer_norm_fwd_kernel(
     if not RMS:
         tl.store(mean_ptr + b * P + p, mean, mask=p_mask)
     tl.store(rstd_ptr + b * P + p, rstd, mask=p_mask)
+
+
+_layer_norm_fwd_launch = CachedLauncher(_layer_norm_fwd_kernel)
 
 
 @triton.jit
@@ -105,6 +109,9 @@ def _layer_norm_bwd_kernel(
         tl.store(dw_ptr + n_rows * C + row + c, tl.sum(dy, axis=1 - AX), mask=c_mask)
 
 
+_layer_norm_bwd_launch = CachedLauncher(_layer_norm_bwd_kernel)
+
+
 def _tile(channels: int, positions: int) -> Tuple[int, int, int]:
     """(BLOCK_C, BLOCK_P, num_warps): all channels of about 4096 elements of positions per program."""
     block_c = next_pow2(channels)
@@ -136,7 +143,7 @@ def layer_norm_fwd(
     mean = None if rms else torch.empty_like(rstd)
     block_c, block_p, warps = _tile(channels, positions)
     grid = (cdiv(positions, block_p), batch)
-    _layer_norm_fwd_kernel[grid](
+    _layer_norm_fwd_launch[grid](
         x, weight if weight is not None else x, bias if bias is not None else x, y, mean if mean is not None else rstd,
         rstd, channels, positions, eps, *s_x, positions * channels, 1, channels,
         HAS_W=weight is not None, HAS_B=bias is not None, BLOCK_C=block_c, BLOCK_P=block_p,
@@ -171,7 +178,7 @@ def layer_norm_bwd(
     n_rows = batch * n_blocks
     rms = mean is None
     partials = torch.empty(1 if rms else 2, n_rows, channels, device=x.device, dtype=torch.float32)
-    _layer_norm_bwd_kernel[(n_blocks, batch)](
+    _layer_norm_bwd_launch[(n_blocks, batch)](
         dy, x, weight if weight is not None else x, rstd if rms else mean, rstd, dx, partials,
         channels, positions, n_blocks, n_rows, *s_dy, *s_x, *bcp_strides(dx),
         HAS_W=weight is not None, BLOCK_C=block_c, BLOCK_P=block_p,
