@@ -64,8 +64,9 @@ class CachedLauncher:
             return
         compiled, constexprs = entry
         try:
-            # The compiled kernel's own launch path (triton.compile(...)[grid](...)): every parameter in order.
-            compiled[grid](*args, *constexprs)
+            # The compiled kernel's own launch path (triton.compile(...)[grid](...)): a 3-D grid, every parameter in
+            # order.
+            compiled[tuple(grid) + (1,) * (3 - len(grid))](*args, *constexprs)
         except TypeError as e:  # a Triton whose compiled kernels launch differently: Triton's own path from now on
             self.enabled = False
             announce(f'launch:{self.kernel.__name__}', f'CachedLauncher: the compiled kernel of this Triton '
