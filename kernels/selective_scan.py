@@ -332,10 +332,11 @@ class _ProjectedScanFunction(torch.autograd.Function):
         delta = torch.bmm(w_dt, x_dbl[:, :, :dt_rank].reshape(rows, dt_rank, length))
         _, Bs, Cs = torch.split(x_dbl, [dt_rank, dstate, dstate], dim=2)
         u, delta = xs.reshape(batch, routes * channels, length), delta.view(batch, routes * channels, length)
-        if backend == 'triton':  # A = -exp(A_log) inside the kernels; no last state
+        # Triton: A = -exp(A_log) inside the kernels; no last state, and no chunk states without a backward to use them.
+        if backend == 'triton':
             out, _, states = _triton_backend.selective_scan_fwd(
                 u, delta, A_log, Bs, Cs, D, z, delta_bias, True, False, torch.float32 if out_float32 else u.dtype,
-                a_is_log=True, need_last=False)
+                a_is_log=True, need_last=False, need_states=any(ctx.needs_input_grad))
         else:
             out, _, states = _fwd_impl(u, delta, -torch.exp(A_log.float()), Bs, Cs, D, z, delta_bias, True, False,
                                        out_float32, backend)

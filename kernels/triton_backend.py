@@ -546,10 +546,11 @@ def selective_scan_fwd(
         out_dtype: torch.dtype,
         a_is_log: bool = False,
         need_last: bool = True,
+        need_states: bool = True,
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
-    """Returns (out, last_state float32 (batch, D, N) or None without ``need_last``, chunk-start states or None for
-    one chunk). With ``a_is_log``, ``A`` holds Mamba's A_log and the kernel takes -exp(A_log) (one op less per call
-    than passing A)."""
+    """Returns (out, last_state float32 (batch, D, N) or None without ``need_last``, chunk-start states for the
+    backward or None for one chunk or without ``need_states``). With ``a_is_log``, ``A`` holds Mamba's A_log and the
+    kernel takes -exp(A_log) (one op less per call than passing A)."""
     batch, dim, length = u.shape
     groups, dstate = B.shape[1], B.shape[2]
     dim_per_group = dim // groups
@@ -565,7 +566,7 @@ def selective_scan_fwd(
         s_out = out.stride()[:2] + (0,)
     # Absent outputs get no allocation (an op of CPU time per call): the kernels do not touch them.
     last = torch.empty(batch, dim, dstate, device=u.device, dtype=torch.float32) if need_last else None
-    keep_states = n_chunks > 1
+    keep_states = n_chunks > 1 and need_states
     states = torch.empty(batch, dim, n_chunks, n_pad, device=u.device, dtype=torch.float32) if keep_states else None
     A32 = A.float().contiguous()
     D, delta_bias = dense(D), dense(delta_bias)  # the kernels read them as rows

@@ -309,7 +309,7 @@ def test_projected_scan_rejects_mismatched_weights():
 def test_projected_scan_triton_takes_A_log_in_the_kernels(steps, monkeypatch):
     """The Triton path of the fused node passes A_log to the kernels (A = -exp(A_log) there, dA_log = dA * A at the
     end of the backward): the output and every gradient equal the PyTorch path's, for the chunked and the
-    token-by-token forward."""
+    token-by-token forward, and with no gradient needed (no chunk states saved) the output is unchanged."""
     import kernels.triton_backend as triton_backend
     if steps:
         monkeypatch.setattr(triton_backend, 'STEPS_MIN_LENGTH', 1)
@@ -332,3 +332,8 @@ def test_projected_scan_triton_takes_A_log_in_the_kernels(steps, monkeypatch):
         results.append([y] + list(torch.autograd.grad(y, inputs, dout.to(device))))
     for name, got, want in zip(['y', 'dxs', 'dw_x', 'dw_dt', 'dA_log', 'dD', 'dbias', 'dz'], *results):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4, msg=name)
+    # Without a backward (inference) the forward saves no chunk states; the output is the same.
+    with torch.no_grad():
+        inputs = [t.to(device) for t in (xs, w_x, w_dt, A_log, D, bias, z)]
+        y = projected_selective_scan(*inputs[:5], z=inputs[6], delta_bias=inputs[5], backend='triton')
+    torch.testing.assert_close(y, results[0][0], rtol=0, atol=0)
