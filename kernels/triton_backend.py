@@ -5,8 +5,9 @@ scanning each chunk with ``tl.associative_scan`` over (decay, input) pairs in fl
 between chunks. Compared with mamba_ssm's CUDA kernel (one block per channel, a loop over states) this
 loads each B/C row once for BLOCK_D channels and reduces dB/dC over those channels before one store.
 
-Long N > 1 sequences with few rows (Vim at high resolution) run a token-by-token forward instead: each program
-holds its channels' N states and steps through the tokens (``steps_forward``). Either forward saves the state at
+N > 1 sequences that are long with few rows (Vim at high resolution) or short with many rows (Vim's calls at 224 px)
+run a token-by-token forward instead: each program holds its channels' N states and steps through the tokens
+(``steps_forward``). Either forward saves the state at
 every chunk start (batch, D, n_chunks, N_PAD) so the backward can walk the chunks in reverse, recompute each
 chunk's states from its start state, and run the adjoint scan ``g_t = v_t + a_{t+1} g_{t+1}`` with a carry.
 dA, dD and the delta-bias gradient are written as per-batch partials and summed by torch (deterministic); so are
@@ -43,9 +44,11 @@ PARTIAL_BYTES = 2 ** 30
 PARTIAL_MIN_PROGRAMS = 16
 # Programs the N > 1 backward (and long forward) keep in flight where narrower programs can (launch_config).
 MIN_PROGRAMS = 6144
-# Long N > 1 sequences whose chunked forward would get fewer than 16 channels per program (few rows) run the
-# token-by-token forward instead (steps_forward).
+# Long N > 1 sequences whose chunked forward would get fewer than 16 channels per program (few rows), and short ones
+# with many 16-channel programs, run the token-by-token forward instead (steps_forward).
 STEPS_MIN_LENGTH = 1024
+STEPS_SHORT_LENGTH = 512
+STEPS_SHORT_MIN_PROGRAMS = 3072
 
 
 @triton.jit
@@ -472,13 +475,22 @@ def steps_forward(dstate: int, length: int, rows: int) -> bool:
     """Whether the forward walks the tokens one by one (``_selective_scan_fwd_steps_kernel``: 16 channels x N
     states per one-warp program, no scan) instead of scanning chunks.
 
-    The token-by-token forward runs at about the same rate (row-steps per second) on every shape measured: even with
-    the chunked forward on Vim's short calls, 2x slower on vanilla VMamba-T stage 1 (many rows: 16-channel,
-    two-warp chunk programs), 3.4x faster on Vim-T at 1248 px (L = 6085, batch 32: the chunked programs drop to
-    4 channels to keep ``MIN_PROGRAMS`` in flight; 14.6 -> 4.3 ms per call; H100, benchmarks/selective_scan.md).
-    So it takes the long sequences whose chunked forward would get fewer than 16 channels per program.
+    The chunked forward spends ~25 instructions per state and channel-token on its scans; the token-by-token one ~5,
+    but each program walks its whole sequence, so it needs many programs in flight to hide the latency of each step.
+    Tenth-session sweep (H100, bf16, ms with chunk states, chunked / token by token; benchmarks/selective_scan.md):
+    Vim-T's call (98304 rows, L = 197) 0.704 / 0.584, Vim-S's 1.321 / 1.061, Vim-B's 2.517 / 1.988, 49152 rows
+    0.394 / 0.393, 24576 rows 0.225 / 0.307; vanilla VMamba-T stage 2 (L = 784) 3.280 / 3.853, stage 3 (L = 196)
+    2.016 / 1.914, stage 4 (L = 49) 1.135 / 0.840; Vim-T at 1248 px (L = 6085, batch 32) 12.6 / 4.24 (the chunked
+    programs drop to 4 channels there to keep ``MIN_PROGRAMS`` in flight). So it takes the long sequences whose
+    chunked forward would get fewer than 16 channels per program, and the short ones with at least
+    ``STEPS_SHORT_MIN_PROGRAMS`` programs.
     """
-    return dstate > 1 and length >= STEPS_MIN_LENGTH and rows // 16 < MIN_PROGRAMS
+    if dstate == 1:
+        return False
+    programs = rows // 16
+    if length >= STEPS_MIN_LENGTH:
+        return programs < MIN_PROGRAMS
+    return length < STEPS_SHORT_LENGTH and programs >= STEPS_SHORT_MIN_PROGRAMS
 
 
 def backward_register_cap(dstate: int, length: int, block_d: int) -> Optional[int]:
@@ -566,11 +578,14 @@ def selective_scan_fwd(
         s_out = out.stride()[:2] + (0,)
     # Absent outputs get no allocation (an op of CPU time per call): the kernels do not touch them.
     last = torch.empty(batch, dim, dstate, device=u.device, dtype=torch.float32) if need_last else None
-    keep_states = n_chunks > 1 and need_states
+    steps = not return_hidden_states and steps_forward(dstate, length, batch * dim)
+    # The chunked kernel keeps its state stores even without a backward: compiled without them it ran 1.7x slower
+    # (Vim-T's call 0.70 -> 1.21 ms, Triton 3.6, H100; the token-by-token kernel is unaffected).
+    keep_states = n_chunks > 1 and (need_states or not steps)
     states = torch.empty(batch, dim, n_chunks, n_pad, device=u.device, dtype=torch.float32) if keep_states else None
     A32 = A.float().contiguous()
     D, delta_bias = dense(D), dense(delta_bias)  # the kernels read them as rows
-    if not return_hidden_states and steps_forward(dstate, length, batch * dim):
+    if steps:
         steps_block_d = min(16, next_pow2(dim_per_group))
         steps_blocks = cdiv(dim_per_group, steps_block_d)
         _selective_scan_fwd_steps_launch[(groups * steps_blocks, batch)](

@@ -281,6 +281,19 @@ def test_triton_model_size_tiles_on_gpu(dtype, monkeypatch):
 
 
 @pytest.mark.gpu
+def test_steps_forward_takes_short_calls_with_many_rows_and_long_ones_with_few():
+    """The forward kernel choice on the model shapes it was measured on (benchmarks/selective_scan.md)."""
+    from kernels.triton_backend import steps_forward
+    assert steps_forward(16, 197, 128 * 768)  # Vim-T's call at 224 px
+    assert steps_forward(16, 197, 128 * 3072)  # Vim-B's
+    assert steps_forward(16, 49, 128 * 6144)  # vanilla VMamba-T stage 4
+    assert steps_forward(16, 6085, 32 * 768)  # Vim-T at 1248 px
+    assert not steps_forward(16, 197, 32 * 768)  # too few programs to hide each step's latency
+    assert not steps_forward(16, 784, 128 * 1536)  # vanilla VMamba-T stage 2
+    assert not steps_forward(16, 3136, 128 * 768)  # vanilla VMamba-T stage 1
+    assert not steps_forward(1, 197, 128 * 768)  # N = 1 always scans chunks
+
+
 @pytest.mark.skipif(not CUDA, reason='needs a CUDA device')
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16], ids=str)
 def test_triton_steps_forward_on_gpu(dtype):
