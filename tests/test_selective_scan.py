@@ -47,9 +47,12 @@ def run_with_grads(inputs, seed=1, **kwargs):
 
 
 def assert_close(actual, expected, rtol, atol, what):
-    """Elementwise |a - e| <= atol * max|e| + rtol * |e|: the scale-free form of mamba_ssm's check."""
+    """Elementwise |a - e| <= atol * max|e| + rtol * |e|: the scale-free form of mamba_ssm's check.
+
+    The scale is floored at 1e-5 of the unit-scale inputs: a gradient that is exactly zero (dA of a one-token
+    sequence, whose h_{-1} is 0) comes out of float32 arithmetic on a GPU as rounding noise (6e-9 seen)."""
     actual, expected = actual.double().cpu(), expected.double().cpu()
-    scale = expected.abs().max().clamp_min(1e-12)
+    scale = expected.abs().max().clamp_min(1e-5)
     err = (actual - expected).abs() - rtol * expected.abs()
     assert err.max() <= atol * scale, f'{what}: max error {(actual - expected).abs().max():.3e} (scale {scale:.3e})'
 
