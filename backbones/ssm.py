@@ -35,7 +35,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from kernels import project_routes, projected_selective_scan, selective_scan
+from kernels import a_from_log, project_routes, projected_selective_scan, selective_scan
 
 __all__ = ['SelectiveSSM', 'ssm_no_weight_decay']
 
@@ -210,7 +210,8 @@ class SelectiveSSM(nn.Module):
         out_dtype = torch.float32 if xs.dtype in _HALF else None
         h = selective_scan(
             xs.reshape(batch, routes * channels, length), delta.reshape(batch, routes * channels, length),
-            -torch.exp(A_log.float()), Bs, delta_bias=delta_bias, delta_softplus=True, out_dtype=out_dtype, return_hidden_states=True)
+            a_from_log(A_log), Bs, delta_bias=delta_bias, delta_softplus=True, out_dtype=out_dtype,
+            return_hidden_states=True)
         return h.view(batch, routes, channels, self.d_state, length), Cs
 
     def extra_repr(self) -> str:

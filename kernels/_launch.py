@@ -1,13 +1,14 @@
 """Triton launches that find their compiled kernel by a cheap key: the CPU time of eager models.
 
 ``kernel[grid](*args, **meta)`` binds the arguments and builds Triton's specialisation key in Python on every call
-(argument binding, per-argument specialisation, the key's string form, the options' repr): 24.7-26.6 us of CPU per
-route-gather launch on an H100 host, 17.9 through this class, 7-11 for the compiled kernel's launcher alone (tenth
-session, benchmarks/models.md). Eager Vim and VMamba are bound by CPU time in the forward, with four to six Triton launches
-per block. ``CachedLauncher`` keys the compiled kernel on what decides Triton's specialisation, finer than Triton
-does (the values of the scalar arguments, the dtype and 16-byte alignment of each pointer, the constexprs and
-options, the device), and on a hit launches the compiled kernel itself (``compiled[grid](*args)``, Triton's launch of
-ahead-of-time compiled kernels, which honours its launch hooks). A miss and the interpreter take ``kernel[grid]``.
+(argument binding, per-argument specialisation, the key's string form, the options' repr): 24.7-26.6 us of CPU
+per route-gather launch on an H100 host, 17.9 through this class, 7-11 for the compiled kernel's launcher alone
+(tenth session, benchmarks/models.md). Eager Vim and VMamba are bound by CPU time in the forward, with four to six
+Triton launches per block. ``CachedLauncher`` keys the compiled kernel on what decides Triton's specialisation,
+finer than Triton does (the values of the scalar arguments, the dtype and 16-byte alignment of each pointer, the
+constexprs and options, the device), and on a hit launches the compiled kernel itself (``compiled[grid](*args)``,
+Triton's launch of ahead-of-time compiled kernels, which honours its launch hooks). A miss and the interpreter take
+``kernel[grid]``.
 """
 import os
 from typing import Any, Dict, Tuple

@@ -18,7 +18,7 @@ from ._dispatch import announce, autocast_dtype, eager_function, import_triton_m
 from ._grid import cdiv, next_pow2
 from .reference import selective_scan_oracle
 
-__all__ = ['available_backends', 'project_routes', 'projected_selective_scan', 'selective_scan']
+__all__ = ['a_from_log', 'available_backends', 'project_routes', 'projected_selective_scan', 'selective_scan']
 
 _BACKENDS = ('triton', 'torch', 'oracle')
 
@@ -293,6 +293,11 @@ def selective_scan(
 # ----------------------------------------------------------------------------------------------------------
 # Mamba's input projections and the scan in one autograd node.
 
+def a_from_log(A_log: Tensor) -> Tensor:
+    """Mamba's state matrix from its parameter: ``A = -exp(A_log)``, in float32 (the kernels' parameter dtype)."""
+    return -torch.exp(A_log.float())
+
+
 def _matmul_dtype(xs: Tensor, weight: Tensor) -> torch.dtype:
     """The dtype torch.matmul(weight, xs) computes in (autocast's, else the common one)."""
     return autocast_dtype(xs.device.type) or torch.promote_types(xs.dtype, weight.dtype)
@@ -338,7 +343,7 @@ class _ProjectedScanFunction(torch.autograd.Function):
                 u, delta, A_log, Bs, Cs, D, z, delta_bias, True, False, torch.float32 if out_float32 else u.dtype,
                 a_is_log=True, need_last=False, need_states=any(ctx.needs_input_grad))
         else:
-            out, _, states = _fwd_impl(u, delta, -torch.exp(A_log.float()), Bs, Cs, D, z, delta_bias, True, False,
+            out, _, states = _fwd_impl(u, delta, a_from_log(A_log), Bs, Cs, D, z, delta_bias, True, False,
                                        out_float32, backend)
         ctx.save_for_backward(xs, x_dbl, delta, A_log, D, z, delta_bias, states, x_proj_weight, dt_proj_weight)
         ctx.backend = backend
@@ -359,7 +364,7 @@ class _ProjectedScanFunction(torch.autograd.Function):
                 du, ddelta, dA_log, dB, dC, dD, dz, dbias = _triton_backend.selective_scan_bwd(
                     dout.contiguous(), u, delta, A_log, Bs, Cs, D, z, delta_bias, states, True, False, a_is_log=True)
             else:
-                A = -torch.exp(A_log.float())
+                A = a_from_log(A_log)
                 du, ddelta, dA, dB, dC, dD, dz, dbias = _bwd_impl(
                     dout.contiguous(), u, delta, A, Bs, Cs, D, z, delta_bias, states, True, False, ctx.backend)
                 dA_log = (dA * A).to(A_log.dtype)
@@ -444,7 +449,7 @@ def projected_selective_scan(
         _, Bs, Cs = torch.split(x_dbl, [dt_rank, dstate, dstate], dim=2)
         return selective_scan(
             xs.reshape(batch, routes * channels, length), delta.reshape(batch, routes * channels, length),
-            -torch.exp(A_log.float()), Bs, Cs, D, z, delta_bias, delta_softplus=True, out_dtype=out_dtype,
+            a_from_log(A_log), Bs, Cs, D, z, delta_bias, delta_softplus=True, out_dtype=out_dtype,
             backend=backend)
     # selective_scan's checks of everything but delta, B and C (built inside the node from checked weights).
     _check_scan_params(xs.reshape(batch, routes * channels, length), A_log, D, z, delta_bias, out_dtype,
