@@ -112,8 +112,7 @@ def route_gather(src: Tensor, index: Tensor, sum_routes: bool, channels_last: bo
     return out
 
 
-def route_gather_pair(src: Tensor, src2: Tensor, index: Tensor, sum_routes: bool, out: Tensor, out2: Tensor,
-                      scale: float = 1.0) -> None:
+def route_gather_pair(src: Tensor, src2: Tensor, index: Tensor, sum_routes: bool, out: Tensor, out2: Tensor) -> None:
     """``route_gather`` of two channel-first sources into two given outputs in one launch (eager only).
 
     E.g. Mamba's x and z halves of one projection read along the routes together, and their gradients merged
@@ -126,7 +125,7 @@ def route_gather_pair(src: Tensor, src2: Tensor, index: Tensor, sum_routes: bool
                          f'dtype; got sources {tuple(src.shape)}/{src.stride()} and {tuple(src2.shape)}/'
                          f'{src2.stride()}, outputs {tuple(out.shape)}/{out.stride()} and {tuple(out2.shape)}/'
                          f'{out2.stride()}')
-    _launch(src, index, out, sum_routes, False, scale, src2, out2)
+    _launch(src, index, out, sum_routes, False, 1.0, src2, out2)
 
 
 def _launch(src: Tensor, index: Tensor, out: Tensor, sum_routes: bool, channels_last: bool, scale: float,
