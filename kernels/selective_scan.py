@@ -325,7 +325,7 @@ class _ProjectedScanFunction(torch.autograd.Function):
     GEMMs, adding the scan's input gradient inside the x_proj GEMM (``baddbmm``) instead of a full-size add."""
 
     @staticmethod
-    def forward(ctx, xs, x_proj_weight, dt_proj_weight, A_log, D, z, delta_bias, out_float32, backend):
+    def forward(ctx, xs, x_proj_weight, dt_proj_weight, A_log, D, z, delta_bias, out_float32, backend, grad_enabled):
         batch, routes, channels, length = xs.shape
         dt_rank, dstate = dt_proj_weight.shape[-1], A_log.shape[1]
         rows = batch * routes
@@ -337,11 +337,12 @@ class _ProjectedScanFunction(torch.autograd.Function):
         delta = torch.bmm(w_dt, x_dbl[:, :, :dt_rank].reshape(rows, dt_rank, length))
         _, Bs, Cs = torch.split(x_dbl, [dt_rank, dstate, dstate], dim=2)
         u, delta = xs.reshape(batch, routes * channels, length), delta.view(batch, routes * channels, length)
-        # Triton: A = -exp(A_log) inside the kernels; no last state, and no chunk states without a backward to use them.
+        # Triton: A = -exp(A_log) inside the kernels; no last state, and no chunk states without a backward to use them
+        # (needs_input_grad follows requires_grad, so it is set for the parameters under no_grad too).
         if backend == 'triton':
             out, _, states = _triton_backend.selective_scan_fwd(
                 u, delta, A_log, Bs, Cs, D, z, delta_bias, True, False, torch.float32 if out_float32 else u.dtype,
-                a_is_log=True, need_last=False, need_states=any(ctx.needs_input_grad))
+                a_is_log=True, need_last=False, need_states=grad_enabled and any(ctx.needs_input_grad))
         else:
             out, _, states = _fwd_impl(u, delta, a_from_log(A_log), Bs, Cs, D, z, delta_bias, True, False,
                                        out_float32, backend)
@@ -386,7 +387,7 @@ class _ProjectedScanFunction(torch.autograd.Function):
                 dxs = torch.baddbmm(du.view(batch * routes, channels, length), w_x_t,
                                     dx_dbl.view(batch * routes, -1, length)).view(batch, routes, channels, length)
         return (dxs, dw_x, dw_dt, dA_log if ctx.needs_input_grad[3] else None, dD if D is not None else None,
-                dz if z is not None else None, dbias if delta_bias is not None else None, None, None)
+                dz if z is not None else None, dbias if delta_bias is not None else None, None, None, None)
 
 def projected_selective_scan(
         xs: Tensor,
@@ -459,4 +460,4 @@ def projected_selective_scan(
     with profiled('linzoo::selective_scan_fwd'):
         return _ProjectedScanFunction.apply(
             xs, x_proj_weight, dt_proj_weight, A_log, D, z, delta_bias,
-            out_dtype == torch.float32 and xs.dtype != torch.float32, backend)
+            out_dtype == torch.float32 and xs.dtype != torch.float32, backend, torch.is_grad_enabled())

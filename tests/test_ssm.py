@@ -332,8 +332,20 @@ def test_projected_scan_triton_takes_A_log_in_the_kernels(steps, monkeypatch):
         results.append([y] + list(torch.autograd.grad(y, inputs, dout.to(device))))
     for name, got, want in zip(['y', 'dxs', 'dw_x', 'dw_dt', 'dA_log', 'dD', 'dbias', 'dz'], *results):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4, msg=name)
-    # Without a backward (inference) the forward saves no chunk states; the output is the same.
-    with torch.no_grad():
-        inputs = [t.to(device) for t in (xs, w_x, w_dt, A_log, D, bias, z)]
-        y = projected_selective_scan(*inputs[:5], z=inputs[6], delta_bias=inputs[5], backend='triton')
-    torch.testing.assert_close(y, results[0][0], rtol=0, atol=0)
+    # Without a backward (inference: no_grad, whether or not the weights require grad, as a model's parameters do)
+    # the forward saves no chunk states; the output is the same.
+    need_states = []
+    forward = triton_backend.selective_scan_fwd
+
+    def spy(*args, **kwargs):
+        need_states.append(kwargs['need_states'])
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(triton_backend, 'selective_scan_fwd', spy)
+    for requires_grad in (False, True):
+        with torch.no_grad():
+            inputs = [t.to(device).requires_grad_(requires_grad) for t in (xs, w_x, w_dt, A_log, D, bias, z)]
+            y = projected_selective_scan(*inputs[:5], z=inputs[6], delta_bias=inputs[5], backend='triton')
+        torch.testing.assert_close(y, results[0][0], rtol=0, atol=0)
+    projected_selective_scan(*inputs[:5], z=inputs[6], delta_bias=inputs[5], backend='triton')
+    assert need_states == [False, False, True]
