@@ -89,9 +89,7 @@ def _fwd_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_hidden
     last = u.new_empty(batch, dim, dstate, dtype=torch.float32)
     states = u.new_empty(0, dtype=torch.float32)
     if backend == 'triton':
-        _, block_l, _ = _triton_backend.launch_config(
-            dstate, length, dim // B.shape[1], backward=False, rows=batch * dim)
-        n_chunks = cdiv(length, block_l)
+        n_chunks = cdiv(length, _triton_backend.state_chunk(dstate, length))
         if n_chunks > 1:
             states = u.new_empty(batch, dim, n_chunks, next_pow2(dstate), dtype=torch.float32)
     return out, last, states

@@ -27,7 +27,7 @@ import triton.language as tl
 from ._launch import CachedLauncher
 from ._grid import cdiv, dense, next_pow2
 
-__all__ = ['launch_config', 'steps_forward', 'backward_register_cap', 'selective_scan_fwd', 'selective_scan_bwd']
+__all__ = ['state_chunk', 'launch_config', 'steps_forward', 'backward_register_cap', 'selective_scan_fwd', 'selective_scan_bwd']
 
 # The kernels tune their loops with tl.range(loop_unroll_factor=, disable_licm=), which Triton 3.5 introduced: an
 # older Triton fails here, and selective_scan reports the PyTorch backend instead (with this message).
@@ -129,8 +129,10 @@ def _selective_scan_fwd_kernel(
         N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
         STATES_OUT: tl.constexpr, SAVE_STATES: tl.constexpr, STATE_UNROLL: tl.constexpr, A_FROM_LOG: tl.constexpr,
-        STORE_LAST: tl.constexpr,
+        STORE_LAST: tl.constexpr, SAVE_EVERY: tl.constexpr,
 ):
+    """The chunked forward: BLOCK_L tokens per chunk, the state saved every SAVE_EVERY chunks (one saved state per
+    ``state_chunk`` tokens, the backward's chunk)."""
     pid = tl.program_id(0)
     b, g, d, d_mask = _program_channels(pid, blocks_per_group, dim_per_group, BLOCK_D)
     nn = tl.arange(0, N_PAD)
@@ -145,15 +147,15 @@ def _selective_scan_fwd_kernel(
     z_base = z_ptr + b * s_z_b + d[:, None] * s_z_d
     o_base = out_ptr + b * s_o_b + d[:, None] * s_o_d
     n_chunks = tl.cdiv(L, BLOCK_L)
-    st_base = states_ptr + ((b * dim + d[:, None]) * n_chunks) * N_PAD + nn[None, :]
+    st_base = states_ptr + ((b * dim + d[:, None]) * tl.cdiv(n_chunks, SAVE_EVERY)) * N_PAD + nn[None, :]
 
     h = tl.zeros([BLOCK_D, N_PAD], tl.float32)  # state entering the chunk, one column per state n
     for c in range(0, n_chunks):
         t = c * BLOCK_L + j
         t_mask = t < L
         m2 = d_mask[:, None] & t_mask[None, :]
-        if SAVE_STATES:
-            tl.store(st_base + c * N_PAD, h, mask=d_mask[:, None])
+        if SAVE_STATES and c % SAVE_EVERY == 0:
+            tl.store(st_base + (c // SAVE_EVERY) * N_PAD, h, mask=d_mask[:, None])
         uu = tl.load(u_base + t[None, :], mask=m2, other=0.0).to(tl.float32)
         _, dt = _load_dt(dt_base, t[None, :], m2, bias, HAS_BIAS, SOFTPLUS)
         dtu = dt * uu
@@ -431,6 +433,16 @@ def _selective_scan_bwd_kernel(
 _selective_scan_bwd_launch = CachedLauncher(_selective_scan_bwd_kernel)
 
 
+def state_chunk(dstate: int, length: int) -> int:
+    """Tokens per chunk of the states the forward saves: the backward's BLOCK_L, a function of (dstate, length)
+    only, so that both passes agree (see ``launch_config``)."""
+    if INTERPRET:
+        return min(16, next_pow2(length))
+    if dstate == 1:
+        return 32 if length <= 256 else 64
+    return 64 if length >= 1024 else 16
+
+
 def launch_config(
         dstate: int,
         length: int,
@@ -438,26 +450,32 @@ def launch_config(
         backward: bool,
         rows: int,
 ) -> Tuple[int, int, int]:
-    """(BLOCK_D, BLOCK_L, num_warps) for one pass; BLOCK_L depends only on (dstate, length) so that the
-    backward walks the chunks whose start states the forward saved.
+    """(BLOCK_D, BLOCK_L, num_warps) for one pass. The backward's BLOCK_L is ``state_chunk``; the forward's divides
+    it (the forward then saves the state every ``state_chunk // BLOCK_L`` chunks).
 
     Chosen from block-size sweeps on an H100 (benchmarks/selective_scan.md): at N = 1 narrow programs
-    (2-4 channels, one warp) keep every reduction inside a warp. At N = 16 the backward is bound by the latency
+    (2-4 channels, one warp) keep every reduction inside a warp; the forward of the shortest sequences (L <= 64,
+    VMamba-T stage 4) takes 8-token chunks of 16 channels (0.296 -> 0.233 ms at stage 4: 8 tokens pad 49 to 56
+    where 32 padded it to 64, and its programs were all prologue). At N = 16 the backward is bound by the latency
     of its per-state chains, hidden only by many one-warp programs in flight: 8 channels each, 4 where that
     would leave fewer than ``MIN_PROGRAMS`` (``rows`` = batch x channels, e.g. Vim at 1248 px, batch 32).
     The N = 16 forward of long sequences amortises the B/C rows over wider programs, with the same floor on
     their number; where that floor would take it below 16 channels, ``steps_forward`` runs instead.
     """
+    block_l = state_chunk(dstate, length)
     if INTERPRET:
-        # Tiny tiles keep the interpreter fast and make tests cross several chunks and masked tails.
-        return min(4, next_pow2(dim_per_group)), min(16, next_pow2(length)), 1
+        # Tiny tiles keep the interpreter fast and make tests cross several chunks and masked tails; the short N = 1
+        # forward saves every other chunk's state, as on the GPU.
+        if dstate == 1 and length <= 64 and not backward:
+            block_l = min(8, block_l)
+        return min(4, next_pow2(dim_per_group)), block_l, 1
     if dstate == 1:
-        block_l = 32 if length <= 256 else 64
+        if not backward and length <= 64:
+            return min(16, next_pow2(dim_per_group)), 8, 1
         # Short sequences: the backward's per-chunk work is short, so two channels per program (twice the
         # programs) hide more latency (VMamba-T stage 3: 1.31 -> 1.11 ms); the forward keeps four.
         block_d, warps = (2 if backward and length <= 256 else 4), 1
     elif backward or length >= 1024:
-        block_l = 64 if length >= 1024 else 16
         # Backward with the prefetched state rows (ninth session): vanilla VMamba-T stage 1 23.9 ms with 8 channels
         # and one warp (16 and two warps: 30.5), Vim-T at 1248 px 19.5 ms with 4 (8: 33.8), Vim-T's call 1.85 (16
         # and two warps: 2.14).
@@ -466,7 +484,7 @@ def launch_config(
             block_d //= 2
         warps = 1 if backward else {4: 1, 8: 2}.get(block_d, 4)
     else:
-        block_l, block_d, warps = 16, 8, 1
+        block_d, warps = 8, 1
     return min(block_d, next_pow2(dim_per_group)), block_l, warps
 
 
@@ -566,8 +584,9 @@ def selective_scan_fwd(
     groups, dstate = B.shape[1], B.shape[2]
     dim_per_group = dim // groups
     block_d, block_l, warps = launch_config(dstate, length, dim_per_group, backward=False, rows=batch * dim)
+    chunk = state_chunk(dstate, length)
     n_pad = next_pow2(dstate)
-    n_chunks = cdiv(length, block_l)
+    n_chunks = cdiv(length, chunk)  # saved states: one per backward chunk
     blocks_per_group = cdiv(dim_per_group, block_d)
     if return_hidden_states:
         out = torch.empty(batch, dim, dstate, length, device=u.device, dtype=out_dtype)
@@ -592,7 +611,7 @@ def selective_scan_fwd(
             out, *_or_dummy(out, last, states),
             length, dim, dim_per_group, steps_blocks,
             *_strides(u, 2), *_strides(delta, 2), *_strides(B, 3), *_strides(C, 3), *_strides(z, 2), *s_out[:2],
-            N=dstate, N_PAD=n_pad, BLOCK_D=steps_block_d, BLOCK_L=block_l,
+            N=dstate, N_PAD=n_pad, BLOCK_D=steps_block_d, BLOCK_L=chunk,
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
             SAVE_STATES=keep_states, A_FROM_LOG=a_is_log, STORE_LAST=need_last, num_warps=1,
         )
@@ -606,6 +625,7 @@ def selective_scan_fwd(
         N=dstate, N_PAD=n_pad, BLOCK_D=block_d, BLOCK_L=block_l,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
         STATES_OUT=return_hidden_states, SAVE_STATES=keep_states, A_FROM_LOG=a_is_log, STORE_LAST=need_last,
+        SAVE_EVERY=chunk // block_l,
         # Unrolling the state loop pays on wide chunks (vanilla VMamba: 4.46 ms unrolled, 9.77 rolled) and
         # costs registers on narrow ones (Vim-T: 168 registers unrolled, 80 rolled; 0.77 -> 0.58 ms).
         STATE_UNROLL=dstate if block_l >= 64 else 1,

@@ -281,6 +281,23 @@ def test_triton_model_size_tiles_on_gpu(dtype, monkeypatch):
     for length in (197, 1100):
         inputs = make_inputs(device='cuda', dtype=dtype, batch=2, dim=96, groups=2, dstate=16, length=length)
         check_against_oracle(inputs, *GPU_TOLERANCES[dtype], backend='triton', delta_softplus=True)
+    # N = 1, L <= 64 (VMamba-T stage 4): the forward's 8-token chunks save every fourth state for the backward.
+    assert triton_backend.launch_config(1, 49, 64, backward=False, rows=128)[:2] == (16, 8)
+    inputs = make_inputs(device='cuda', dtype=dtype, batch=2, dim=128, groups=4, dstate=1, length=49, has_z=False)
+    check_against_oracle(inputs, *GPU_TOLERANCES[dtype], backend='triton', delta_softplus=True)
+
+
+def test_forward_chunks_tile_the_backward_chunks(monkeypatch):
+    """Whatever tile the forward takes, its chunks tile the backward's: the states it saves (one per
+    ``state_chunk`` tokens) are the starts of the chunks the backward walks."""
+    from kernels import triton_backend
+    monkeypatch.setattr(triton_backend, 'INTERPRET', False)  # the GPU's tiles, not the interpreter's
+    for dstate in (1, 2, 16):
+        for length in (1, 7, 49, 64, 65, 196, 197, 256, 257, 784, 1024, 3136, 6085):
+            chunk = triton_backend.state_chunk(dstate, length)
+            backward = triton_backend.launch_config(dstate, length, 96, backward=True, rows=128 * 96)
+            forward = triton_backend.launch_config(dstate, length, 96, backward=False, rows=128 * 96)
+            assert backward[1] == chunk and chunk % forward[1] == 0, (dstate, length, forward, backward)
 
 
 @pytest.mark.gpu
