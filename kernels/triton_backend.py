@@ -27,7 +27,8 @@ import triton.language as tl
 from ._launch import CachedLauncher
 from ._grid import cdiv, dense, next_pow2
 
-__all__ = ['state_chunk', 'launch_config', 'steps_forward', 'backward_register_cap', 'selective_scan_fwd', 'selective_scan_bwd']
+__all__ = ['state_chunk', 'launch_config', 'steps_forward', 'backward_register_cap', 'selective_scan_fwd',
+           'selective_scan_bwd']
 
 # The kernels tune their loops with tl.range(loop_unroll_factor=, disable_licm=), which Triton 3.5 introduced: an
 # older Triton fails here, and selective_scan reports the PyTorch backend instead (with this message).
@@ -439,7 +440,7 @@ def state_chunk(dstate: int, length: int) -> int:
     if INTERPRET:
         return min(16, next_pow2(length))
     if dstate == 1:
-        return 32 if length <= 256 else 64
+        return 16 if length <= 256 else 64
     return 64 if length >= 1024 else 16
 
 
@@ -454,13 +455,15 @@ def launch_config(
     it (the forward then saves the state every ``state_chunk // BLOCK_L`` chunks).
 
     Chosen from block-size sweeps on an H100 (benchmarks/selective_scan.md): at N = 1 narrow programs
-    (2-4 channels, one warp) keep every reduction inside a warp; the forward of the shortest sequences (L <= 64,
-    VMamba-T stage 4) takes 8-token chunks of 16 channels (0.296 -> 0.233 ms at stage 4: 8 tokens pad 49 to 56
-    where 32 padded it to 64, and its programs were all prologue). At N = 16 the backward is bound by the latency
-    of its per-state chains, hidden only by many one-warp programs in flight: 8 channels each, 4 where that
-    would leave fewer than ``MIN_PROGRAMS`` (``rows`` = batch x channels, e.g. Vim at 1248 px, batch 32).
-    The N = 16 forward of long sequences amortises the B/C rows over wider programs, with the same floor on
-    their number; where that floor would take it below 16 channels, ``steps_forward`` runs instead.
+    (4 channels, one warp) keep every reduction inside a warp; sequences up to 256 tokens walk 16-token chunks
+    (VMamba-T stage 3 forward + backward 1.575 -> 1.413 ms, stage 4 1.078 -> 0.952, against 32-token chunks and 2
+    channels in the backward), and the forward of the shortest (L <= 64) takes 8-token chunks of 16 channels
+    (stage 4 forward 0.296 -> 0.233 ms: 49 tokens padded to 56, not 64, and fewer programs that were mostly
+    prologue). At N = 16 the backward is bound by the latency of its per-state chains, hidden only by many one-warp
+    programs in flight: 8 channels each, 4 where that would leave fewer than ``MIN_PROGRAMS`` (``rows`` = batch x
+    channels, e.g. Vim at 1248 px, batch 32). The N = 16 forward of long sequences amortises the B/C rows over wider
+    programs, with the same floor on their number; where that floor would take it below 16 channels,
+    ``steps_forward`` runs instead.
     """
     block_l = state_chunk(dstate, length)
     if INTERPRET:
@@ -472,9 +475,7 @@ def launch_config(
     if dstate == 1:
         if not backward and length <= 64:
             return min(16, next_pow2(dim_per_group)), 8, 1
-        # Short sequences: the backward's per-chunk work is short, so two channels per program (twice the
-        # programs) hide more latency (VMamba-T stage 3: 1.31 -> 1.11 ms); the forward keeps four.
-        block_d, warps = (2 if backward and length <= 256 else 4), 1
+        block_d, warps = 4, 1
     elif backward or length >= 1024:
         # Backward with the prefetched state rows (ninth session): vanilla VMamba-T stage 1 23.9 ms with 8 channels
         # and one warp (16 and two warps: 30.5), Vim-T at 1248 px 19.5 ms with 4 (8: 33.8), Vim-T's call 1.85 (16
