@@ -7,9 +7,10 @@ loads each B/C row once for BLOCK_D channels and reduces dB/dC over those channe
 
 N > 1 sequences that are long with few rows (Vim at high resolution) or short with many rows (Vim's calls at 224 px)
 run a token-by-token forward instead: each program holds its channels' N states and steps through the tokens
-(``steps_forward``). Either forward saves the state at every chunk start (batch, D, n_chunks, N_PAD) so the
-backward can walk the chunks in reverse, recompute each chunk's states from its start state, and run the adjoint
-scan ``g_t = v_t + a_{t+1} g_{t+1}`` with a carry. dA, dD and the delta-bias gradient are written as per-batch
+(``steps_forward``). Either forward saves the state at the start of every ``state_chunk`` tokens (batch, D,
+n_chunks, N_PAD; the chunked forward's own chunks may be shorter and divide it) so the backward can walk those chunks
+in reverse, recompute each chunk's states from its start state, and run the adjoint scan
+``g_t = v_t + a_{t+1} g_{t+1}`` with a carry. dA, dD and the delta-bias gradient are written as per-batch
 partials and summed by torch (deterministic); so are dB and dC where a group has many programs, else they are added
 atomically into one float32 row (``partial_batch``).
 
