@@ -281,7 +281,7 @@ def test_triton_model_size_tiles_on_gpu(dtype, monkeypatch):
     for length in (197, 1100):
         inputs = make_inputs(device='cuda', dtype=dtype, batch=2, dim=96, groups=2, dstate=16, length=length)
         check_against_oracle(inputs, *GPU_TOLERANCES[dtype], backend='triton', delta_softplus=True)
-    # N = 1, L <= 64 (VMamba-T stage 4): the forward's 8-token chunks save every fourth state for the backward.
+    # N = 1, L <= 64 (VMamba-T stage 4): the forward's 8-token chunks save every other state for the backward.
     assert triton_backend.launch_config(1, 49, 64, backward=False, rows=128)[:2] == (16, 8)
     inputs = make_inputs(device='cuda', dtype=dtype, batch=2, dim=128, groups=4, dstate=1, length=49, has_z=False)
     check_against_oracle(inputs, *GPU_TOLERANCES[dtype], backend='triton', delta_softplus=True)
