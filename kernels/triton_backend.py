@@ -24,6 +24,7 @@ from typing import Optional, Tuple
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra import libdevice
 
 from ._launch import CachedLauncher
 from ._grid import cdiv, dense, next_pow2
@@ -39,6 +40,12 @@ if 'disable_licm' not in inspect.signature(tl.range.__init__).parameters:
 
 _LOG2E = 1.4426950408889634
 INTERPRET = os.environ.get('TRITON_INTERPRET', '0') == '1'
+# Where it pays, the softplus on the GPU takes its exp and log on the special-function unit (ex2 / lg2.approx, ~2^-22
+# relative error; the precise log is a 12-instruction polynomial per element). H100, bf16, ms: the rows forward at
+# VMamba-T stage 4 0.215 -> 0.173, the backward at stage 1 2.33-2.43 -> 2.17-2.22 and at vanilla VMamba-T stage 1
+# 24.0 -> 23.0; the chunked forward was slower with it (vanilla 4.4 -> 5.6, stage 2 0.46 -> 0.51) and keeps the
+# precise functions, as does the interpreter, which has no fast math.
+_FAST_MATH = tl.constexpr(not INTERPRET)
 # Memory for the backward's per-program dB / dC rows (see partial_batch); VMamba-T stage 1 at batch 128 needs
 # 616 MB, larger shapes take the batch in several launches.
 PARTIAL_BYTES = 2 ** 30
@@ -50,6 +57,10 @@ MIN_PROGRAMS = 6144
 STEPS_MIN_LENGTH = 1024
 STEPS_SHORT_LENGTH = 512
 STEPS_SHORT_MIN_PROGRAMS = 3072
+# N = 1 rows up to this length run the rows forward (``rows_forward``); longer ones scan 2-D chunks as fast.
+ROWS_MAX_LENGTH = 256
+ROWS_PER_PROGRAM = 32
+ROWS_VEC = 8
 
 
 @triton.jit
@@ -59,26 +70,30 @@ def _combine(a_l, b_l, a_r, b_r):
 
 
 @triton.jit
-def _softplus(x):
-    # Same threshold as F.softplus and mamba_ssm; plain log/exp so the interpreter can run it.
-    return tl.where(x <= 20.0, tl.log(1.0 + tl.exp(x)), x)
+def _softplus(x, FAST: tl.constexpr):
+    # Same threshold as F.softplus and mamba_ssm: log(1 + e^x) = ln 2 * log2(1 + 2^(x log2 e)).
+    if FAST:
+        y = 0.6931471805599453 * libdevice.fast_log2f(1.0 + tl.exp2(x * 1.4426950408889634))
+    else:
+        y = tl.log(1.0 + tl.exp(x))
+    return tl.where(x <= 20.0, y, x)
 
 
 @triton.jit
 def _load_dt(delta_ptr, offs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
     """Raw delta (+ bias) and the step size dt, with dt = 0 (identity step) wherever mask is off."""
-    return _step_size(tl.load(delta_ptr + offs, mask=mask, other=0.0), mask, bias, HAS_BIAS, SOFTPLUS)
+    return _step_size(tl.load(delta_ptr + offs, mask=mask, other=0.0), mask, bias, HAS_BIAS, SOFTPLUS, False)
 
 
 @triton.jit
-def _step_size(loaded, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+def _step_size(loaded, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FAST: tl.constexpr):
     """_load_dt on an already loaded delta tile."""
     raw = loaded.to(tl.float32)
     if HAS_BIAS:
         raw = raw + bias[:, None]
     dt = raw
     if SOFTPLUS:
-        dt = _softplus(raw)
+        dt = _softplus(raw, FAST)
     return raw, tl.where(mask, dt, 0.0)
 
 
@@ -231,7 +246,7 @@ def _selective_scan_fwd_steps_kernel(
             uu = tl.load(u_row + t, mask=d_mask, other=0.0).to(tl.float32)
             dt = tl.load(dt_row + t, mask=d_mask, other=0.0).to(tl.float32) + bias
             if SOFTPLUS:
-                dt = _softplus(dt)
+                dt = _softplus(dt, False)
             Bt = tl.load(B_col + t, mask=n_mask, other=0.0).to(tl.float32)
             Ct = tl.load(C_col + t, mask=n_mask, other=0.0).to(tl.float32)
             h = tl.exp2(dt[:, None] * A2) * h + (dt * uu)[:, None] * Bt[None, :]
@@ -245,6 +260,125 @@ def _selective_scan_fwd_steps_kernel(
 
 
 _selective_scan_fwd_steps_launch = CachedLauncher(_selective_scan_fwd_steps_kernel)
+
+
+@triton.jit
+def _rows_chunk_loads(c, gi, k, span, L, inv_L, rows_per_program, d0, base, u_ptr, delta_ptr, A_ptr, B_row, C_row,
+                      D_ptr, bias_ptr, BLOCK: tl.constexpr, VEC: tl.constexpr, HAS_D: tl.constexpr,
+                      HAS_BIAS: tl.constexpr, A_FROM_LOG: tl.constexpr):
+    """Chunk c of a rows program: each [VEC] group's tokens (offset in the program's span, mask, row of the group's
+    first token, position in its row, whether past that row's end) and the tiles as stored. A group holds at most
+    one row boundary (L >= VEC), so the channel parameters come once per group for the two rows it may touch."""
+    g_start = c * BLOCK + gi * VEC
+    offs = g_start + k
+    mask = offs < span
+    # Row of the group's first token: float division is exact here (span < 2**20, see rows_per_program).
+    row_g = ((g_start.to(tl.float32) + 0.5) * inv_L).to(tl.int32)
+    t = g_start - row_g * L + k
+    wrap = t >= L
+    t = tl.where(wrap, t - L, t)
+    m0 = g_start < span
+    m1 = m0 & (row_g + 1 < rows_per_program)
+    d = d0 + row_g
+    u_raw = tl.load(u_ptr + base + offs, mask=mask, other=0.0)
+    delta_raw = tl.load(delta_ptr + base + offs, mask=mask, other=0.0)
+    bias0 = tl.zeros(d.shape, tl.float32)
+    bias1 = tl.zeros(d.shape, tl.float32)
+    if HAS_BIAS:
+        bias0 = tl.load(bias_ptr + d, mask=m0, other=0.0).to(tl.float32)
+        bias1 = tl.load(bias_ptr + d + 1, mask=m1, other=0.0).to(tl.float32)
+    A0 = _load_A(A_ptr + d, m0, A_FROM_LOG)
+    A1 = _load_A(A_ptr + d + 1, m1, A_FROM_LOG)
+    D0 = tl.zeros(d.shape, tl.float32)
+    D1 = tl.zeros(d.shape, tl.float32)
+    if HAS_D:
+        D0 = tl.load(D_ptr + d, mask=m0, other=0.0).to(tl.float32)
+        D1 = tl.load(D_ptr + d + 1, mask=m1, other=0.0).to(tl.float32)
+    B_raw = tl.load(B_row + t, mask=mask, other=0.0)
+    C_raw = tl.load(C_row + t, mask=mask, other=0.0)
+    return offs, mask, t, wrap, u_raw, delta_raw, bias0, bias1, A0, A1, D0, D1, B_raw, C_raw
+
+
+@triton.jit
+def _selective_scan_fwd_rows_kernel(
+        u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
+        out_ptr, last_ptr, states_ptr,
+        L, dim, dim_per_group, rows_per_program, span, n_states, inv_L,
+        s_B_b, s_B_g, s_C_b, s_C_g,
+        BLOCK: tl.constexpr, VEC: tl.constexpr, STATE_CHUNK: tl.constexpr,
+        HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+        SAVE_STATES: tl.constexpr, A_FROM_LOG: tl.constexpr, STORE_LAST: tl.constexpr,
+):
+    """The N = 1 forward of short rows: u, delta, z and out are contiguous (batch, D, L), so a program's
+    ``rows_per_program`` channels (all of one batch element and group: they share the B / C rows) are one contiguous
+    span, walked in 1-D chunks of BLOCK tokens laid out as [BLOCK // VEC, VEC] groups, each group's VEC tokens
+    inside one thread (16-byte loads wherever the span is aligned, whatever L is). The scan runs inside each thread
+    over its group, then across lanes over the group totals; the decay is zero at each row's first token, so rows
+    never leak into each other. Each group writes at most one chunk state, one row-start zero and one last state."""
+    GROUPS: tl.constexpr = BLOCK // VEC
+    pid = tl.program_id(0)
+    row0 = pid * rows_per_program
+    b = row0 // dim
+    d0 = row0 - b * dim
+    g = d0 // dim_per_group
+    base = pid.to(tl.int64) * span
+    gi = tl.arange(0, GROUPS)[:, None]
+    k = tl.arange(0, VEC)[None, :]
+    gv = tl.arange(0, GROUPS)
+    B_row = B_ptr + b.to(tl.int64) * s_B_b + g * s_B_g
+    C_row = C_ptr + b.to(tl.int64) * s_C_b + g * s_C_g
+    h = tl.zeros([GROUPS], tl.float32)  # the state entering the chunk, the same in every lane
+    n_chunks = tl.cdiv(span, BLOCK)
+    # The next chunk's loads are issued before this chunk's scan (s3 forward 0.43 -> 0.33 ms).
+    nxt = _rows_chunk_loads(0, gi, k, span, L, inv_L, rows_per_program, d0, base, u_ptr, delta_ptr, A_ptr, B_row,
+                            C_row, D_ptr, bias_ptr, BLOCK, VEC, HAS_D, HAS_BIAS, A_FROM_LOG)
+    for c in range(0, n_chunks):
+        offs, mask, t, wrap, u_raw, delta_raw, bias0, bias1, A0, A1, D0, D1, B_raw, C_raw = nxt
+        nxt = _rows_chunk_loads(tl.minimum(c + 1, n_chunks - 1), gi, k, span, L, inv_L, rows_per_program, d0, base,
+                                u_ptr, delta_ptr, A_ptr, B_row, C_row, D_ptr, bias_ptr, BLOCK, VEC, HAS_D, HAS_BIAS,
+                                A_FROM_LOG)
+        uu = u_raw.to(tl.float32)
+        dt = delta_raw.to(tl.float32) + tl.where(wrap, bias1, bias0)
+        if SOFTPLUS:
+            dt = _softplus(dt, _FAST_MATH)
+        A2 = tl.where(wrap, A1 * 1.4426950408889634, A0 * 1.4426950408889634)
+        a = tl.where(t == 0, 0.0, tl.exp2(dt * A2))
+        pa, pb = tl.associative_scan((a, dt * uu * B_raw.to(tl.float32)), axis=1, combine_fn=_combine)
+        # Group totals: the last column, picked out at compile time (x + -0.0 == x folds away).
+        ta = tl.sum(tl.where(k == VEC - 1, pa, -0.0), axis=1)
+        tb = tl.sum(tl.where(k == VEC - 1, pb, -0.0), axis=1)
+        sa, sb = tl.associative_scan((ta, tb), axis=0, combine_fn=_combine)
+        h_end = sb + sa * h
+        h_start = tl.where(gv == 0, h, tl.gather(h_end, tl.maximum(gv - 1, 0), axis=0))
+        hh = pb + pa * h_start[:, None]
+        h = tl.gather(h_end, tl.full([GROUPS], GROUPS - 1, tl.int32), axis=0)
+        y = hh * C_raw.to(tl.float32) + tl.where(wrap, D1, D0) * uu
+        if HAS_Z:
+            zz = tl.load(z_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
+            y = y * zz * tl.sigmoid(zz)
+        tl.store(out_ptr + base + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
+        g_first = c * BLOCK + gv * VEC
+        g_row = ((g_first.to(tl.float32) + 0.5) * inv_L).to(tl.int32)
+        t0 = g_first - g_row * L  # the group's first token's position, in row g_row
+        g_mask = g_first < span
+        if SAVE_STATES:
+            # The state entering the row's state chunk s is the state after token s * STATE_CHUNK - 1 (VEC <=
+            # STATE_CHUNK: at most one such token per group); the next row's first slot is zero.
+            t_end = t0 | (STATE_CHUNK - 1)
+            k_end = t_end - t0
+            row_states = states_ptr + (row0 + g_row).to(tl.int64) * n_states
+            tl.store(row_states + (t_end + 1) // STATE_CHUNK, tl.sum(tl.where(k == k_end[:, None], hh, 0.0), axis=1),
+                     mask=g_mask & (k_end < VEC) & (t_end + 1 < L))
+            starts_row = (t0 == 0) | (L - t0 < VEC)
+            tl.store(row_states + tl.where(t0 == 0, 0, n_states), tl.zeros([GROUPS], tl.float32),
+                     mask=g_mask & starts_row & (g_row + (t0 != 0).to(tl.int32) < rows_per_program))
+        if STORE_LAST:
+            k_last = L - 1 - t0
+            tl.store(last_ptr + row0 + g_row, tl.sum(tl.where(k == k_last[:, None], hh, 0.0), axis=1),
+                     mask=g_mask & (k_last < VEC))
+
+
+_selective_scan_fwd_rows_launch = CachedLauncher(_selective_scan_fwd_rows_kernel)
 
 
 @triton.jit
@@ -360,10 +494,11 @@ def _selective_scan_bwd_kernel(
                 _bwd_chunk_loads(c, j, L, d_mask, u_base, dt_base, do_base, z_base, A_ptr + d * N, B_base, C_base,
                                  st_base, s_B_n, s_C_n, BLOCK_L, N_PAD, HAS_Z, HAS_STATES, STATES_OUT, A_FROM_LOG)
         uu = u_raw.to(tl.float32)
-        raw, dt = _step_size(delta_raw, m2, bias, HAS_BIAS, SOFTPLUS)
+        raw, dt = _step_size(delta_raw, m2, bias, HAS_BIAS, SOFTPLUS, _FAST_MATH)
         dtu = dt * uu
         # Step size of the next token (it may sit in the next chunk; identity step past the end).
-        _, dt_next = _step_size(delta1_raw, d_mask[:, None] & (t + 1 < L)[None, :], bias, HAS_BIAS, SOFTPLUS)
+        _, dt_next = _step_size(delta1_raw, d_mask[:, None] & (t + 1 < L)[None, :], bias, HAS_BIAS, SOFTPLUS,
+                                _FAST_MATH)
         dy = tl.zeros([BLOCK_D, BLOCK_L], tl.float32)
         if not STATES_OUT:
             dout = dout_raw.to(tl.float32)
@@ -532,6 +667,26 @@ def steps_forward(dstate: int, length: int, rows: int) -> bool:
     return length < STEPS_SHORT_LENGTH and programs >= STEPS_SHORT_MIN_PROGRAMS
 
 
+def rows_forward(dstate: int, length: int, dim_per_group: int) -> int:
+    """Channels per program of the N = 1 forward over contiguous rows (``_selective_scan_fwd_rows_kernel``), or 0
+    where the chunked forward runs instead.
+
+    The chunked forward's [channels, tokens] tiles put the tokens across lanes (Triton lays a tile out from its
+    loads, and rows of L = 196 or 49 tokens are not 16-byte aligned), so every scan step is a shuffle; the rows
+    forward keeps 8 tokens in each thread. H100, bf16, with chunk states, ms (twelfth session,
+    benchmarks/selective_scan.md): VMamba-T stage 3 (L = 196) 0.43-0.49 -> 0.29, stage 4 (L = 49) 0.23-0.27 ->
+    0.17; stage 2 (L = 784) and 1 were the same either way. A program's channels share a batch element and group,
+    so their number divides the group's channels (a power of two up to ``ROWS_PER_PROGRAM``).
+    """
+    chunk = state_chunk(dstate, length)
+    if dstate != 1 or not ROWS_VEC <= length <= ROWS_MAX_LENGTH or chunk < ROWS_VEC or chunk & (chunk - 1):
+        return 0
+    rows = ROWS_PER_PROGRAM
+    while dim_per_group % rows:
+        rows //= 2
+    return rows
+
+
 def backward_register_cap(dstate: int, length: int, block_d: int) -> Optional[int]:
     """Triton's ``maxnreg`` for the backward at d_state > 1 (None: the compiler's choice, up to 255).
 
@@ -619,12 +774,26 @@ def selective_scan_fwd(
     # Absent outputs get no allocation (an op of CPU time per call): the kernels do not touch them.
     last = torch.empty(batch, dim, dstate, device=u.device, dtype=torch.float32) if need_last else None
     steps = not return_hidden_states and steps_forward(dstate, length, batch * dim)
+    rows = 0 if return_hidden_states or not all(x is None or x.is_contiguous() for x in (u, delta, z)) \
+        else rows_forward(dstate, length, dim_per_group)
     # The chunked kernel keeps its state stores even without a backward: compiled without them it ran 1.7x slower
-    # (Vim-T's call 0.70 -> 1.21 ms, Triton 3.6, H100; the token-by-token kernel is unaffected).
-    keep_states = n_chunks > 1 and (need_states or not steps)
+    # (Vim-T's call 0.70 -> 1.21 ms, Triton 3.6, H100; the token-by-token and rows kernels are unaffected).
+    keep_states = n_chunks > 1 and (need_states or not (steps or rows))
     states = torch.empty(batch, dim, n_chunks, n_pad, device=u.device, dtype=torch.float32) if keep_states else None
     A32 = A.float().contiguous()
     D, delta_bias = dense(D), dense(delta_bias)  # the kernels read them as rows
+    if rows:
+        block = 32 if INTERPRET else 256  # the interpreter's tests cross several chunks and a masked tail
+        _selective_scan_fwd_rows_launch[(batch * dim // rows,)](
+            u, delta, A32, B, *_or_dummy(u, C, D, z, delta_bias),
+            out, *_or_dummy(out, last, states),
+            length, dim, dim_per_group, rows, rows * length, n_chunks, 1.0 / length,
+            *_strides(B, 2), *_strides(C, 2),
+            BLOCK=block, VEC=ROWS_VEC, STATE_CHUNK=chunk,
+            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
+            SAVE_STATES=states is not None, A_FROM_LOG=a_is_log, STORE_LAST=need_last, num_warps=1,
+        )
+        return out, last, states
     if steps:
         steps_block_d = min(16, next_pow2(dim_per_group))
         steps_blocks = cdiv(dim_per_group, steps_block_d)

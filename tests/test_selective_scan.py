@@ -257,6 +257,39 @@ GPU_TOLERANCES = {torch.float32: (6e-4, 2e-3), torch.float16: (3e-3, 5e-3), torc
 
 
 @pytest.mark.gpu
+class _LaunchSpy:
+    """Counts the launches of a CachedLauncher."""
+
+    def __init__(self, launcher):
+        self.launcher, self.calls = launcher, 0
+
+    def __getitem__(self, grid):
+        self.calls += 1
+        return self.launcher[grid]
+
+
+@pytest.mark.skipif(TRITON_DEVICE is None, reason='needs CUDA or TRITON_INTERPRET=1')
+@pytest.mark.parametrize('forward', ['rows', 'chunks'])
+def test_triton_n1_forwards_match_oracle(forward, monkeypatch):
+    """Both N = 1 forwards: the rows forward (programs of 32 channels whose chunks cross row ends, a masked tail, the
+    chunk states it saves for the backward) and the chunked forward it replaces up to ``ROWS_MAX_LENGTH``."""
+    from kernels import triton_backend
+    if forward == 'chunks':
+        monkeypatch.setattr(triton_backend, 'ROWS_MAX_LENGTH', 0)
+    spy = _LaunchSpy(triton_backend._selective_scan_fwd_rows_launch)
+    monkeypatch.setattr(triton_backend, '_selective_scan_fwd_rows_launch', spy)
+    inputs = make_inputs(batch=2, dim=64, groups=2, dstate=1, length=37, device=TRITON_DEVICE)
+    check_against_oracle(inputs, rtol=6e-4, atol=2e-3, backend='triton', delta_softplus=True, return_last_state=True)
+    assert spy.calls == (1 if forward == 'rows' else 0)
+    # Rows that are not one contiguous stream (u sliced from longer rows) take the chunked forward.
+    spy.calls = 0
+    u_wide = torch.zeros(2, 64, 40, device=TRITON_DEVICE)
+    u_wide[..., :37] = inputs['u'].detach()
+    u_view = u_wide[..., :37].requires_grad_()
+    check_against_oracle(dict(inputs, u=u_view), rtol=6e-4, atol=2e-3, backend='triton', delta_softplus=True)
+    assert spy.calls == 0
+
+
 @pytest.mark.skipif(not CUDA, reason='needs a CUDA device')
 @pytest.mark.parametrize('dtype', list(GPU_TOLERANCES), ids=str)
 @pytest.mark.parametrize('case', list(GPU_CASES))
@@ -281,10 +314,15 @@ def test_triton_model_size_tiles_on_gpu(dtype, monkeypatch):
     for length in (197, 1100):
         inputs = make_inputs(device='cuda', dtype=dtype, batch=2, dim=96, groups=2, dstate=16, length=length)
         check_against_oracle(inputs, *GPU_TOLERANCES[dtype], backend='triton', delta_softplus=True)
-    # N = 1, L <= 64 (VMamba-T stage 4): the forward's 8-token chunks save every other state for the backward.
+    # N = 1, L = 49 (VMamba-T stage 4): the rows forward (32 channels per program, 256-token chunks across rows),
+    # then the chunked forward it replaces, whose 8-token chunks save every other state for the backward.
+    assert triton_backend.rows_forward(1, 49, 32) == 32
     assert triton_backend.launch_config(1, 49, 64, backward=False, rows=128)[:2] == (16, 8)
     inputs = make_inputs(device='cuda', dtype=dtype, batch=2, dim=128, groups=4, dstate=1, length=49, has_z=False)
-    check_against_oracle(inputs, *GPU_TOLERANCES[dtype], backend='triton', delta_softplus=True)
+    for rows_max_length in (256, 0):
+        monkeypatch.setattr(triton_backend, 'ROWS_MAX_LENGTH', rows_max_length)
+        check_against_oracle(inputs, *GPU_TOLERANCES[dtype], backend='triton', delta_softplus=True,
+                             return_last_state=True)
 
 
 def test_forward_chunks_tile_the_backward_chunks(monkeypatch):
