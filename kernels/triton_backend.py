@@ -431,8 +431,15 @@ def _selective_scan_bwd_kernel(
         N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
         STATES_OUT: tl.constexpr, HAS_STATES: tl.constexpr, ATOMIC: tl.constexpr, PREFETCH_CHUNK: tl.constexpr,
-        A_FROM_LOG: tl.constexpr,
+        A_FROM_LOG: tl.constexpr, ROW_ALIGN: tl.constexpr,
 ):
+    # The host passes the length and row strides divided by ROW_ALIGN (their common power-of-two factor): multiplied
+    # back here by a constant, Triton knows they are multiples of it and vectorises the row loads.
+    L = L * ROW_ALIGN
+    s_u_d = s_u_d * ROW_ALIGN
+    s_dt_d = s_dt_d * ROW_ALIGN
+    s_z_d = s_z_d * ROW_ALIGN
+    s_do_d = s_do_d * ROW_ALIGN
     pid = tl.program_id(0)
     b, g, d, d_mask = _program_channels(pid, blocks_per_group, dim_per_group, BLOCK_D)
     nn = tl.arange(0, N_PAD)
@@ -596,7 +603,11 @@ def state_chunk(dstate: int, length: int) -> int:
     if INTERPRET:
         return min(16, next_pow2(length))
     if dstate == 1:
-        return 16 if length <= 256 else 64
+        if length > 256:
+            return 64
+        # Rows of a multiple of 4 tokens load 4 tokens per thread in the backward (``row_align``), which pays on
+        # 32-token chunks; unaligned rows keep tokens across lanes, where 16-token chunks were faster.
+        return 32 if length % 4 == 0 else 16
     return 64 if length >= 1024 else 16
 
 
@@ -613,7 +624,9 @@ def launch_config(
     Chosen from block-size sweeps on an H100 (benchmarks/selective_scan.md): at N = 1 narrow programs
     (4 channels, one warp) keep every reduction inside a warp; sequences up to 256 tokens walk 16-token chunks
     (VMamba-T stage 3 forward + backward 1.575 -> 1.413 ms, stage 4 1.078 -> 0.952, against 32-token chunks and 2
-    channels in the backward), and the forward of the shortest (L <= 64) takes 8-token chunks of 16 channels
+    channels in the backward), or, where their rows are 4-token aligned, 32-token chunks of 8 channels backward
+    (the tile then holds 4 tokens per thread: stage 3 backward 1.00 -> 0.78 ms; 4 channels 0.80, 16-token chunks of
+    8 channels 0.96), and the forward of the shortest (L <= 64) takes 8-token chunks of 16 channels
     (stage 4 forward 0.296 -> 0.233 ms: 49 tokens padded to 56, not 64, and fewer programs that were mostly
     prologue). At N = 16 the backward is bound by the latency of its per-state chains, hidden only by many one-warp
     programs in flight: 8 channels each, 4 where that would leave fewer than ``MIN_PROGRAMS`` (``rows`` = batch x
@@ -631,7 +644,7 @@ def launch_config(
     if dstate == 1:
         if not backward and length <= 64:
             return min(16, next_pow2(dim_per_group)), 8, 1
-        block_d, warps = 4, 1
+        block_d, warps = (8 if backward and block_l == 32 else 4), 1
     elif backward or length >= 1024:
         # Backward with the prefetched state rows (ninth session): vanilla VMamba-T stage 1 23.9 ms with 8 channels
         # and one warp (16 and two warps: 30.5), Vim-T at 1248 px 19.5 ms with 4 (8: 33.8), Vim-T's call 1.85 (16
@@ -665,6 +678,15 @@ def steps_forward(dstate: int, length: int, rows: int) -> bool:
     if length >= STEPS_MIN_LENGTH:
         return programs < MIN_PROGRAMS
     return length < STEPS_SHORT_LENGTH and programs >= STEPS_SHORT_MIN_PROGRAMS
+
+
+def row_align(length: int, *row_strides: int) -> int:
+    """The largest of 8, 4, 2, 1 that divides the length and every row stride: the backward's row loads are
+    vectorised that wide (stage 3's 196-token rows: 4)."""
+    align = 8
+    while align > 1 and any(x % align for x in (length, *row_strides)):
+        align //= 2
+    return align
 
 
 def rows_forward(dstate: int, length: int, dim_per_group: int) -> int:
@@ -872,6 +894,8 @@ def selective_scan_bwd(
         s_do = dout.stride()[:3]
     else:
         s_do = dout.stride()[:2] + (0,)
+    s_u, s_dt, s_z = _strides(u, 2), _strides(delta, 2), _strides(z, 2)
+    align = row_align(length, s_u[1], s_dt[1], s_z[1], s_do[1])
     A32 = A.float().contiguous()
     D, delta_bias = dense(D), dense(delta_bias)  # the kernels read them as rows
     step = per_launch or max(batch, 1)
@@ -886,14 +910,15 @@ def selective_scan_bwd(
             _sliced(dout, part), _sliced(states, part) if has_states else u,
             _sliced(du, part), _sliced(ddelta, part), *_or_dummy(du, _sliced(dz, part)), _sliced(dA, part), rows[0],
             *_or_dummy(rows[0], rows[1]), _sliced(dD, part), _sliced(dbias, part),
-            length, dim, dim_per_group, blocks_per_group, groups, blocks_per_group if per_launch else 1,
-            *_strides(u, 2), *_strides(delta, 2), *_strides(B, 3), *_strides(C, 3), *_strides(z, 2), *s_do,
+            length // align, dim, dim_per_group, blocks_per_group, groups, blocks_per_group if per_launch else 1,
+            s_u[0], s_u[1] // align, s_dt[0], s_dt[1] // align, *_strides(B, 3), *_strides(C, 3),
+            s_z[0], s_z[1] // align, s_do[0], s_do[1] // align, s_do[2],
             N=dstate, N_PAD=n_pad, BLOCK_D=block_d, BLOCK_L=block_l,
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
             STATES_OUT=return_hidden_states, HAS_STATES=has_states, ATOMIC=not per_launch,
             # Loading chunk c - 1 during chunk c pays where the chunk is all the work (N = 1: VMamba-T backward -5%
             # at stages 1-3, even at 4); at N = 16 the extra live tiles cost more (Vim-T's call 1.84 -> 2.39 ms).
-            PREFETCH_CHUNK=dstate == 1, A_FROM_LOG=a_is_log,
+            PREFETCH_CHUNK=dstate == 1, A_FROM_LOG=a_is_log, ROW_ALIGN=align,
             num_warps=warps, **register_cap,
         )
         if per_launch:
