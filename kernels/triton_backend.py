@@ -43,8 +43,8 @@ INTERPRET = os.environ.get('TRITON_INTERPRET', '0') == '1'
 # Where it pays, the softplus on the GPU takes its exp and log on the special-function unit (ex2 / lg2.approx, ~2^-22
 # relative error; the precise log is a 12-instruction polynomial per element). H100, bf16, ms: the rows forward at
 # VMamba-T stage 4 0.215 -> 0.173, the backward at stage 1 2.33-2.43 -> 2.17-2.22 and at vanilla VMamba-T stage 1
-# 24.0 -> 23.0; the chunked forward was slower with it (vanilla 4.4 -> 5.6, stage 2 0.46 -> 0.51) and keeps the
-# precise functions, as does the interpreter, which has no fast math.
+# 24.1 -> 23.4; the chunked forward was slower with it (vanilla 4.4 -> 5.6, stage 2 0.46 -> 0.51) and keeps the
+# precise functions, as do the short N = 16 backward (see selective_scan_bwd) and the interpreter (no fast math).
 _FAST_MATH = tl.constexpr(not INTERPRET)
 # Memory for the backward's per-program dB / dC rows (see partial_batch); VMamba-T stage 1 at batch 128 needs
 # 616 MB, larger shapes take the batch in several launches.
@@ -59,7 +59,8 @@ STEPS_SHORT_LENGTH = 512
 STEPS_SHORT_MIN_PROGRAMS = 3072
 # N = 1 rows up to this length run the rows forward (``rows_forward``); longer ones scan 2-D chunks as fast.
 ROWS_MAX_LENGTH = 256
-ROWS_PER_PROGRAM = 32
+ROWS_PER_PROGRAM = 32  # 64 at L <= 64 (rows_forward)
+ROWS_BLOCK = 256
 ROWS_VEC = 8
 
 
@@ -431,7 +432,7 @@ def _selective_scan_bwd_kernel(
         N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
         STATES_OUT: tl.constexpr, HAS_STATES: tl.constexpr, ATOMIC: tl.constexpr, PREFETCH_CHUNK: tl.constexpr,
-        A_FROM_LOG: tl.constexpr, ROW_ALIGN: tl.constexpr,
+        A_FROM_LOG: tl.constexpr, ROW_ALIGN: tl.constexpr, FAST_SOFTPLUS: tl.constexpr,
 ):
     # The host passes the length and row strides divided by ROW_ALIGN (their common power-of-two factor): multiplied
     # back here by a constant, Triton knows they are multiples of it and vectorises the row loads.
@@ -501,11 +502,11 @@ def _selective_scan_bwd_kernel(
                 _bwd_chunk_loads(c, j, L, d_mask, u_base, dt_base, do_base, z_base, A_ptr + d * N, B_base, C_base,
                                  st_base, s_B_n, s_C_n, BLOCK_L, N_PAD, HAS_Z, HAS_STATES, STATES_OUT, A_FROM_LOG)
         uu = u_raw.to(tl.float32)
-        raw, dt = _step_size(delta_raw, m2, bias, HAS_BIAS, SOFTPLUS, _FAST_MATH)
+        raw, dt = _step_size(delta_raw, m2, bias, HAS_BIAS, SOFTPLUS, FAST_SOFTPLUS)
         dtu = dt * uu
         # Step size of the next token (it may sit in the next chunk; identity step past the end).
         _, dt_next = _step_size(delta1_raw, d_mask[:, None] & (t + 1 < L)[None, :], bias, HAS_BIAS, SOFTPLUS,
-                                _FAST_MATH)
+                                FAST_SOFTPLUS)
         dy = tl.zeros([BLOCK_D, BLOCK_L], tl.float32)
         if not STATES_OUT:
             dout = dout_raw.to(tl.float32)
@@ -696,14 +697,17 @@ def rows_forward(dstate: int, length: int, dim_per_group: int) -> int:
     The chunked forward's [channels, tokens] tiles put the tokens across lanes (Triton lays a tile out from its
     loads, and rows of L = 196 or 49 tokens are not 16-byte aligned), so every scan step is a shuffle; the rows
     forward keeps 8 tokens in each thread. H100, bf16, with chunk states, ms (twelfth session,
-    benchmarks/selective_scan.md): VMamba-T stage 3 (L = 196) 0.43-0.49 -> 0.29, stage 4 (L = 49) 0.23-0.27 ->
-    0.17; stage 2 (L = 784) and 1 were the same either way. A program's channels share a batch element and group,
-    so their number divides the group's channels (a power of two up to ``ROWS_PER_PROGRAM``).
+    benchmarks/selective_scan.md): VMamba-T stage 3 (L = 196) 0.43-0.49 -> 0.28-0.29, stage 4 (L = 49) 0.23-0.27
+    -> 0.17; stage 2 (L = 784) and 1 were the same either way. Channels per program (one warp, 256-token chunks),
+    medians of three interleaved rounds: stage 3 32: 0.264 ms, 64: 0.275; stage 4 32: 0.167, 64: 0.157, 128: 0.162;
+    512-token chunks and register caps of 80 or 96 were slower. A program's channels share a batch element and
+    group, so their number divides the group's channels (a power of two up to ``ROWS_PER_PROGRAM``, twice that at
+    L <= 64).
     """
     chunk = state_chunk(dstate, length)
     if dstate != 1 or not ROWS_VEC <= length <= ROWS_MAX_LENGTH or chunk < ROWS_VEC or chunk & (chunk - 1):
         return 0
-    rows = ROWS_PER_PROGRAM
+    rows = ROWS_PER_PROGRAM * (2 if length <= 64 else 1)
     while dim_per_group % rows:
         rows //= 2
     return rows
@@ -805,7 +809,7 @@ def selective_scan_fwd(
     A32 = A.float().contiguous()
     D, delta_bias = dense(D), dense(delta_bias)  # the kernels read them as rows
     if rows:
-        block = 32 if INTERPRET else 256  # the interpreter's tests cross several chunks and a masked tail
+        block = 32 if INTERPRET else ROWS_BLOCK  # the interpreter's tests cross several chunks and a masked tail
         _selective_scan_fwd_rows_launch[(batch * dim // rows,)](
             u, delta, A32, B, *_or_dummy(u, C, D, z, delta_bias),
             out, *_or_dummy(out, last, states),
@@ -919,6 +923,9 @@ def selective_scan_bwd(
             # Loading chunk c - 1 during chunk c pays where the chunk is all the work (N = 1: VMamba-T backward -5%
             # at stages 1-3, even at 4); at N = 16 the extra live tiles cost more (Vim-T's call 1.84 -> 2.39 ms).
             PREFETCH_CHUNK=dstate == 1, A_FROM_LOG=a_is_log, ROW_ALIGN=align,
+            # The fast softplus (see _FAST_MATH) pays at N = 1 and on long sequences (vanilla VMamba-T stage 1
+            # 24.13 -> 23.42 ms) and costs under the short N = 16 tile's register cap (Vim-T's call 1.84 -> 2.00).
+            FAST_SOFTPLUS=not INTERPRET and (dstate == 1 or length >= 1024),
             num_warps=warps, **register_cap,
         )
         if per_launch:
