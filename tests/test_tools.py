@@ -380,6 +380,19 @@ def test_benchmark_compile_mode_needs_compile(capsys):
     assert '--torchcompile-mode reduce-overhead needs --torchcompile' in err
 
 
+def test_benchmark_cuda_graph_needs_cuda_and_no_compile(capsys):
+    err = cli_error(benchmark.main, ['--models', 'resnet18', '--cuda-graph', '--device', 'cpu'], capsys)
+    assert '--cuda-graph needs a CUDA device' in err and 'got device cpu' in err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_benchmark_cuda_graph_times_inference_replays():
+    results = benchmark.main(['--models', 'test_vmamba,test_vim', '-b', '4', '--img-size', '64', '--amp', 'bf16',
+                              '--cuda-graph', '--bench', 'infer', '--num-warm-iter', '2', '--num-bench-iter', '3'])
+    assert all(r.infer_img_s > 0 and not r.error for r in results)
+
+
 def test_flops_apply_the_selective_scan_rule():
     b, d, n, length = 2, 8, 4, 16
     u, delta, z = torch.randn(b, d, length), torch.rand(b, d, length), torch.randn(b, d, length)

@@ -12,6 +12,11 @@ Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` (tensors only, allocato
 CPU the peak resident set size sampled every 2 ms while the model runs, above the size before it was built
 (an estimate of the same quantity that includes allocator and library overheads).
 
+``--cuda-graph`` times inference as replays of one CUDA graph captured from the warmed-up forward: the host's
+launch work (Python, kernel launches) then costs nothing per step, so the number measures the device alone and
+does not move with the host's CPU load (an eager forward of many small kernels is bound by the CPU on a slow or
+busy host). Training is timed eagerly either way.
+
 ``--rounds R`` measures every model R times, the models in turn (round-robin), and reports the median of the
 rounds with their range in the notes: the training steps of the SSM models are partly bound by CPU time, so a
 host's load drifts over a run, and round-robin rounds let timm's rows of the same run share that drift.
@@ -88,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=['default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs'],
                    help="inductor's torch.compile mode with --torchcompile; 'reduce-overhead' runs CUDA graphs (no "
                         "per-kernel launch cost on the CPU)")
+    p.add_argument('--cuda-graph', action='store_true',
+                   help='time inference as replays of a CUDA graph of the forward (CUDA only; not with '
+                        '--torchcompile)')
     p.add_argument('--num-warm-iter', type=int, default=10)
     p.add_argument('--num-bench-iter', type=int, default=40)
     p.add_argument('--opt', default='sgd', help='optimizer of the training step')
@@ -159,8 +167,10 @@ class Bench:
         if self.device.type == 'cuda':
             torch.cuda.synchronize(self.device)
 
-    def autocast(self) -> contextlib.AbstractContextManager:
-        return torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
+    def autocast(self, cache: bool = True) -> contextlib.AbstractContextManager:
+        if not self.dtype:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype, cache_enabled=cache)
 
     @contextlib.contextmanager
     def memory(self, sink: Dict[str, float]):
@@ -224,24 +234,40 @@ class Bench:
             model = self._model(name, train=False)
             x = self._input(batch, size)
 
+            # Autocast's cast cache would hold tensors made outside the graph's memory pool.
             def step() -> None:
-                with self.autocast():
+                with self.autocast(cache=not self.args.cuda_graph):
                     model(x)
 
             with torch.inference_mode():
                 for _ in range(self.args.num_warm_iter):
                     step()
                 self.sync()
+                timed = self._graphed(step) if self.args.cuda_graph else step
                 start = time.perf_counter()
                 for _ in range(self.args.num_bench_iter):
-                    step()
+                    timed()
                 self.sync()
                 elapsed = time.perf_counter() - start
-                profiled = self.profile_steps(step) if self.args.profile else None
-            del model, x
+                profiled = self.profile_steps(step) if self.args.profile else None  # eager: per-operator times
+            del model, x, timed
         steps = self.args.num_bench_iter
         return dict(img_s=batch * steps / elapsed, step_ms=1e3 * elapsed / steps, peak_mib=sink.get('mib'),
                     profile=profiled)
+
+    def _graphed(self, step: Callable[[], None]) -> Callable[[], None]:
+        """``step`` captured into a CUDA graph (after warm-up on a side stream, as torch.cuda.graphs asks); the
+        returned callable replays it."""
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                step()
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            step()
+        return graph.replay
 
     def train(self, name: str, batch: int, size: int) -> Dict[str, object]:
         sink: Dict[str, float] = {}
@@ -355,8 +381,9 @@ def describe(args: argparse.Namespace, device: torch.device) -> str:
         f'CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)'
     memory = 'torch.cuda.max_memory_allocated' if device.type == 'cuda' else 'peak RSS above the pre-model RSS'
     rounds = f'; median of {args.rounds} round-robin rounds' if args.rounds > 1 else ''
+    graph = ', inference as CUDA-graph replays' if args.cuda_graph else ''
     return (f'{name}; torch {torch.__version__}, timm {timm.__version__}; amp {args.amp}, '
-            f'channels_last {args.channels_last}, compile {_compile_label(args)}; '
+            f'channels_last {args.channels_last}, compile {_compile_label(args)}{graph}; '
             f'{args.num_warm_iter} warm-up + {args.num_bench_iter} timed steps{rounds}; peak memory: {memory}')
 
 
@@ -370,6 +397,10 @@ def main(argv: Optional[List[str]] = None) -> List[Result]:
         raise CliError(f'--torchcompile-mode {args.torchcompile_mode} needs --torchcompile')
     names = expand_models(args.models)
     device = resolve_device(args.device)
+    if args.cuda_graph and (device.type != 'cuda' or args.torchcompile):
+        raise CliError('--cuda-graph needs a CUDA device and no --torchcompile (use --torchcompile-mode '
+                       f'reduce-overhead for compiled CUDA graphs); got device {device}, compile '
+                       f'{_compile_label(args)}')
     bench = Bench(args, device)
     zoo = set(zoo_models())
     rounds: Dict[str, List[Result]] = {name: [] for name in names}
