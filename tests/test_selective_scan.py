@@ -244,6 +244,8 @@ def test_bad_options_raise_clear_errors():
 GPU_CASES = {
     'vmamba_v2_stage1_like': (dict(batch=2, dim=64, groups=4, dstate=1, length=3136, has_z=False),
                               dict(delta_softplus=True)),
+    # 196 tokens: the rows forward and the backward on 4-token aligned rows (32-token chunks of 8 channels).
+    'vmamba_v2_stage3_like': (dict(batch=2, dim=64, groups=4, dstate=1, length=196), dict(delta_softplus=True)),
     'vmamba_v2_stage4_like': (dict(batch=2, dim=96, groups=4, dstate=1, length=49, has_z=False),
                               dict(delta_softplus=True)),
     'vanilla_n16': (dict(batch=2, dim=32, groups=4, dstate=16, length=784, has_z=False), dict(delta_softplus=True)),
