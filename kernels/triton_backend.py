@@ -46,8 +46,9 @@ INTERPRET = os.environ.get('TRITON_INTERPRET', '0') == '1'
 # relative error; the precise log is a 12-instruction polynomial per element). H100, bf16, ms: the rows forward at
 # VMamba-T stage 4 0.215 -> 0.173, the backward at stage 1 2.33-2.43 -> 2.17-2.22 and at vanilla VMamba-T stage 1
 # 24.1 -> 23.4; the chunked forward was slower with it (vanilla 4.4 -> 5.6, stage 2 0.46 -> 0.51) and keeps the
-# precise functions, as do the short N = 16 backward (see selective_scan_bwd) and the interpreter (no fast math).
-_FAST_MATH = tl.constexpr(not INTERPRET)
+# precise functions, as do the short N = 16 backward (see selective_scan_bwd), the interpreter (no fast math) and
+# ROCm (its libdevice has no fast_log2f).
+_FAST_MATH = tl.constexpr(not INTERPRET and torch.version.hip is None)
 # Memory for the backward's per-program dB / dC rows (see partial_batch); VMamba-T stage 1 at batch 128 needs
 # 616 MB, larger shapes take the batch in several launches.
 PARTIAL_BYTES = 2 ** 30
@@ -927,7 +928,7 @@ def selective_scan_bwd(
             PREFETCH_CHUNK=dstate == 1, A_FROM_LOG=a_is_log, ROW_ALIGN=align,
             # The fast softplus (see _FAST_MATH) pays at N = 1 and on long sequences (vanilla VMamba-T stage 1
             # 24.13 -> 23.42 ms) and costs under the short N = 16 tile's register cap (Vim-T's call 1.84 -> 2.00).
-            FAST_SOFTPLUS=not INTERPRET and (dstate == 1 or length >= 1024),
+            FAST_SOFTPLUS=bool(_FAST_MATH) and (dstate == 1 or length >= 1024),
             num_warps=warps, **register_cap,
         )
         if per_launch:
