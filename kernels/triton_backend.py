@@ -276,7 +276,8 @@ def _rows_chunk_loads(c, gi, k, span, L, inv_L, rows_per_program, d0, base, u_pt
     g_start = c * BLOCK + gi * VEC
     offs = g_start + k
     mask = offs < span
-    # Row of the group's first token: float division is exact here (span < 2**20, see rows_per_program).
+    # Row of the group's first token: the float quotient is exact for spans under 2**20 tokens (rows_forward's are
+    # at most 64 x 256).
     row_g = ((g_start.to(tl.float32) + 0.5) * inv_L).to(tl.int32)
     t = g_start - row_g * L + k
     wrap = t >= L

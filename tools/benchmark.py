@@ -234,7 +234,7 @@ class Bench:
             model = self._model(name, train=False)
             x = self._input(batch, size)
 
-            # Autocast's cast cache would hold tensors made outside the graph's memory pool.
+            # A captured forward must not use autocast's cache of weight casts (PyTorch's CUDA-graph notes on AMP).
             def step() -> None:
                 with self.autocast(cache=not self.args.cuda_graph):
                     model(x)
