@@ -269,7 +269,7 @@ _selective_scan_fwd_steps_launch = CachedLauncher(_selective_scan_fwd_steps_kern
 @triton.jit
 def _rows_chunk_loads(c, gi, k, span, L, inv_L, rows_per_program, d0, base, u_ptr, delta_ptr, A_ptr, B_row, C_row,
                       D_ptr, bias_ptr, BLOCK: tl.constexpr, VEC: tl.constexpr, HAS_D: tl.constexpr,
-                      HAS_BIAS: tl.constexpr, A_FROM_LOG: tl.constexpr):
+                      HAS_BIAS: tl.constexpr, A_FROM_LOG: tl.constexpr, STATES_OUT: tl.constexpr):
     """Chunk c of a rows program: each [VEC] group's tokens (offset in the program's span, mask, row of the group's
     first token, position in its row, whether past that row's end) and the tiles as stored. A group holds at most
     one row boundary (L >= VEC), so the channel parameters come once per group for the two rows it may touch."""
@@ -300,7 +300,9 @@ def _rows_chunk_loads(c, gi, k, span, L, inv_L, rows_per_program, d0, base, u_pt
         D0 = tl.load(D_ptr + d, mask=m0, other=0.0).to(tl.float32)
         D1 = tl.load(D_ptr + d + 1, mask=m1, other=0.0).to(tl.float32)
     B_raw = tl.load(B_row + t, mask=mask, other=0.0)
-    C_raw = tl.load(C_row + t, mask=mask, other=0.0)
+    C_raw = tl.zeros_like(B_raw)
+    if not STATES_OUT:
+        C_raw = tl.load(C_row + t, mask=mask, other=0.0)
     return offs, mask, t, wrap, u_raw, delta_raw, bias0, bias1, A0, A1, D0, D1, B_raw, C_raw
 
 
@@ -312,9 +314,9 @@ def _selective_scan_fwd_rows_kernel(
         s_B_b, s_B_g, s_C_b, s_C_g,
         BLOCK: tl.constexpr, VEC: tl.constexpr, STATE_CHUNK: tl.constexpr,
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-        SAVE_STATES: tl.constexpr, A_FROM_LOG: tl.constexpr, STORE_LAST: tl.constexpr,
+        SAVE_STATES: tl.constexpr, A_FROM_LOG: tl.constexpr, STORE_LAST: tl.constexpr, STATES_OUT: tl.constexpr,
 ):
-    """The N = 1 forward of short rows: u, delta, z and out are contiguous (batch, D, L), so a program's
+    """The N = 1 forward of short rows (with STATES_OUT, the hidden states (batch, D, 1, L) instead of the output): u, delta, z and out are contiguous (batch, D, L), so a program's
     ``rows_per_program`` channels (all of one batch element and group: they share the B / C rows) are one contiguous
     span, walked in 1-D chunks of BLOCK tokens laid out as [BLOCK // VEC, VEC] groups, each group's VEC tokens
     inside one thread (16-byte loads wherever the span is aligned, whatever L is). The scan runs inside each thread
@@ -336,12 +338,12 @@ def _selective_scan_fwd_rows_kernel(
     n_chunks = tl.cdiv(span, BLOCK)
     # The next chunk's loads are issued before this chunk's scan (s3 forward 0.43 -> 0.33 ms).
     nxt = _rows_chunk_loads(0, gi, k, span, L, inv_L, rows_per_program, d0, base, u_ptr, delta_ptr, A_ptr, B_row,
-                            C_row, D_ptr, bias_ptr, BLOCK, VEC, HAS_D, HAS_BIAS, A_FROM_LOG)
+                            C_row, D_ptr, bias_ptr, BLOCK, VEC, HAS_D, HAS_BIAS, A_FROM_LOG, STATES_OUT)
     for c in range(0, n_chunks):
         offs, mask, t, wrap, u_raw, delta_raw, bias0, bias1, A0, A1, D0, D1, B_raw, C_raw = nxt
         nxt = _rows_chunk_loads(tl.minimum(c + 1, n_chunks - 1), gi, k, span, L, inv_L, rows_per_program, d0, base,
                                 u_ptr, delta_ptr, A_ptr, B_row, C_row, D_ptr, bias_ptr, BLOCK, VEC, HAS_D, HAS_BIAS,
-                                A_FROM_LOG)
+                                A_FROM_LOG, STATES_OUT)
         uu = u_raw.to(tl.float32)
         dt = delta_raw.to(tl.float32) + tl.where(wrap, bias1, bias0)
         if SOFTPLUS:
@@ -357,11 +359,14 @@ def _selective_scan_fwd_rows_kernel(
         h_start = tl.where(gv == 0, h, tl.gather(h_end, tl.maximum(gv - 1, 0), axis=0))
         hh = pb + pa * h_start[:, None]
         h = tl.gather(h_end, tl.full([GROUPS], GROUPS - 1, tl.int32), axis=0)
-        y = hh * C_raw.to(tl.float32) + tl.where(wrap, D1, D0) * uu
-        if HAS_Z:
-            zz = tl.load(z_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
-            y = y * zz * tl.sigmoid(zz)
-        tl.store(out_ptr + base + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
+        if STATES_OUT:
+            tl.store(out_ptr + base + offs, hh.to(out_ptr.dtype.element_ty), mask=mask)
+        else:
+            y = hh * C_raw.to(tl.float32) + tl.where(wrap, D1, D0) * uu
+            if HAS_Z:
+                zz = tl.load(z_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
+                y = y * zz * tl.sigmoid(zz)
+            tl.store(out_ptr + base + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
         g_first = c * BLOCK + gv * VEC
         g_row = ((g_first.to(tl.float32) + 0.5) * inv_L).to(tl.int32)
         t0 = g_first - g_row * L  # the group's first token's position, in row g_row
@@ -804,7 +809,7 @@ def selective_scan_fwd(
     # Absent outputs get no allocation (an op of CPU time per call): the kernels do not touch them.
     last = torch.empty(batch, dim, dstate, device=u.device, dtype=torch.float32) if need_last else None
     steps = not return_hidden_states and steps_forward(dstate, length, batch * dim)
-    rows = 0 if return_hidden_states or not all(x is None or x.is_contiguous() for x in (u, delta, z)) \
+    rows = 0 if not all(x is None or x.is_contiguous() for x in (u, delta, z)) \
         else rows_forward(dstate, length, dim_per_group)
     # The chunked kernel keeps its state stores even without a backward: compiled without them it ran 1.7x slower
     # (Vim-T's call 0.70 -> 1.21 ms, Triton 3.6, H100; the token-by-token and rows kernels are unaffected).
@@ -821,7 +826,8 @@ def selective_scan_fwd(
             *_strides(B, 2), *_strides(C, 2),
             BLOCK=block, VEC=ROWS_VEC, STATE_CHUNK=chunk,
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
-            SAVE_STATES=states is not None, A_FROM_LOG=a_is_log, STORE_LAST=need_last, num_warps=1,
+            SAVE_STATES=states is not None, A_FROM_LOG=a_is_log, STORE_LAST=need_last,
+            STATES_OUT=return_hidden_states, num_warps=1,
         )
         return out, last, states
     if steps:

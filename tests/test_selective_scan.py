@@ -254,6 +254,9 @@ GPU_CASES = {
                                                                                       return_last_state=True)),
     'hidden_states': (dict(batch=2, dim=16, groups=1, dstate=1, length=600, hidden_states=True),
                       dict(delta_softplus=True, return_hidden_states=True)),
+    # Spatial-Mamba's stage-3 call: the rows forward writing hidden states.
+    'hidden_states_rows': (dict(batch=2, dim=64, groups=2, dstate=1, length=196, hidden_states=True),
+                           dict(delta_softplus=True, return_hidden_states=True)),
 }
 GPU_TOLERANCES = {torch.float32: (6e-4, 2e-3), torch.float16: (3e-3, 5e-3), torch.bfloat16: (3e-2, 5e-2)}
 
