@@ -368,7 +368,7 @@ def _selective_scan_fwd_rows_kernel(
                 y = y * zz * tl.sigmoid(zz)
             tl.store(out_ptr + base + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
         # The groups' rows again, as [GROUPS] vectors: taken out of the [GROUPS, VEC] tiles they took a cross-lane
-        # reduction each (the sum's layout), 207 SASS instructions more per chunk.
+        # reduction each (the sum's layout): 776 against 494 SASS instructions per chunk.
         g_first = c * BLOCK + gv * VEC
         g_row = ((g_first.to(tl.float32) + 0.5) * inv_L).to(tl.int32)
         t0 = g_first - g_row * L  # the group's first token's position, in row g_row
