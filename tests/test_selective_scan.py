@@ -261,7 +261,6 @@ GPU_CASES = {
 GPU_TOLERANCES = {torch.float32: (6e-4, 2e-3), torch.float16: (3e-3, 5e-3), torch.bfloat16: (3e-2, 5e-2)}
 
 
-@pytest.mark.gpu
 class _LaunchSpy:
     """Counts the launches of a CachedLauncher."""
 
@@ -295,6 +294,7 @@ def test_triton_n1_forwards_match_oracle(forward, monkeypatch):
     assert spy.calls == 0
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason='needs a CUDA device')
 @pytest.mark.parametrize('dtype', list(GPU_TOLERANCES), ids=str)
 @pytest.mark.parametrize('case', list(GPU_CASES))
