@@ -7,9 +7,8 @@ loads each B/C row once for BLOCK_D channels and reduces dB/dC over those channe
 
 N = 1 sequences up to 256 tokens whose rows are contiguous run a forward over the flattened (rows x L) stream instead
 (``rows_forward``): 8 consecutive tokens per thread whatever L is, the decay zeroed at each row's start.
-N > 1 sequences that are long with few rows (Vim at high resolution) or short with many rows (Vim's calls at 224 px)
-run a token-by-token forward instead: each program holds its channels' N states and steps through the tokens
-(``steps_forward``). Every forward saves the state at the start of every ``state_chunk`` tokens (batch, D,
+N >= 8 sequences (Vim, vanilla VMamba, EfficientVMamba) run a token-by-token forward instead, unless they are long
+with few rows: each program holds its channels' N states and steps through the tokens (``steps_forward``). Every forward saves the state at the start of every ``state_chunk`` tokens (batch, D,
 n_chunks, N_PAD; the chunked forward's own chunks may be shorter and divide it) so the backward can walk those chunks
 in reverse, recompute each chunk's states from its start state, and run the adjoint scan
 ``g_t = v_t + a_{t+1} g_{t+1}`` with a carry. dA, dD and the delta-bias gradient are written as per-batch
@@ -55,11 +54,15 @@ PARTIAL_BYTES = 2 ** 30
 PARTIAL_MIN_PROGRAMS = 16
 # Programs the N > 1 backward (and long forward) keep in flight where narrower programs can (launch_config).
 MIN_PROGRAMS = 6144
-# Long N > 1 sequences whose chunked forward would get fewer than 16 channels per program (few rows), and short ones
-# with many 16-channel programs, run the token-by-token forward instead (steps_forward).
-STEPS_MIN_LENGTH = 1024
-STEPS_SHORT_LENGTH = 512
-STEPS_SHORT_MIN_PROGRAMS = 3072
+# N >= STEPS_MIN_STATES sequences run the token-by-token forward, those of STEPS_LONG_LENGTH tokens or more only with
+# at least STEPS_LONG_MIN_PROGRAMS 16-channel programs (steps_forward).
+STEPS_MIN_STATES = 8
+STEPS_LONG_LENGTH = 1024
+STEPS_LONG_MIN_PROGRAMS = 1024
+# Token tiles of the token-by-token forward (``steps_tile``).
+STEPS_TILE_SHORT = 16
+STEPS_TILE_LONG = 8
+STEPS_UNROLL = 4
 # N = 1 rows up to this length run the rows forward (``rows_forward``); longer ones scan 2-D chunks as fast.
 ROWS_MAX_LENGTH = 256
 ROWS_PER_PROGRAM = 32  # 64 at L <= 64 (rows_forward)
@@ -210,23 +213,59 @@ _selective_scan_fwd_launch = CachedLauncher(_selective_scan_fwd_kernel)
 
 
 @triton.jit
+def _steps_tile(h, t0, jj, L, d_mask, n_mask, A2, bias, Dv, u_row, dt_row, z_row, o_row, B_col, C_col,
+                TILE: tl.constexpr, UNROLL: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+                SOFTPLUS: tl.constexpr):
+    """TILE tokens from t0 of the token-by-token forward: u / delta / z as coalesced [BLOCK_D, TILE] tiles (the
+    softplus and the gate once per element), each token's channel vectors picked out of them, the output stored
+    once per tile. Returns the state after the tile (tokens past L are identity steps)."""
+    t = t0 + jj
+    m2 = d_mask[:, None] & (t < L)[None, :]
+    uu = tl.load(u_row[:, None] + t[None, :], mask=m2, other=0.0).to(tl.float32)
+    dt = tl.load(dt_row[:, None] + t[None, :], mask=m2, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        dt = dt + bias[:, None]
+    if SOFTPLUS:
+        dt = _softplus(dt, _FAST_MATH)
+    dt = tl.where(m2, dt, 0.0)
+    dtu = dt * uu
+    y = tl.zeros([uu.shape[0], TILE], tl.float32)
+    for k in tl.range(0, TILE, loop_unroll_factor=UNROLL):
+        pick = jj[None, :] == k
+        dt_k = tl.sum(tl.where(pick, dt, 0.0), axis=1)
+        dtu_k = tl.sum(tl.where(pick, dtu, 0.0), axis=1)
+        tk = t0 + k
+        Bt = tl.load(B_col + tk, mask=n_mask & (tk < L), other=0.0).to(tl.float32)
+        Ct = tl.load(C_col + tk, mask=n_mask & (tk < L), other=0.0).to(tl.float32)
+        h = tl.exp2(dt_k[:, None] * A2) * h + dtu_k[:, None] * Bt[None, :]
+        y = tl.where(pick, tl.sum(h * Ct[None, :], axis=1)[:, None], y)
+    y += Dv[:, None] * uu
+    if HAS_Z:
+        zz = tl.load(z_row[:, None] + t[None, :], mask=m2, other=0.0).to(tl.float32)
+        y = y * zz * tl.sigmoid(zz)
+    tl.store(o_row[:, None] + t[None, :], y.to(o_row.dtype.element_ty), mask=m2)
+    return h
+
+
+@triton.jit
 def _selective_scan_fwd_steps_kernel(
         u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
         out_ptr, last_ptr, states_ptr,
         L, dim, dim_per_group, blocks_per_group,
         s_u_b, s_u_d, s_dt_b, s_dt_d, s_B_b, s_B_g, s_B_n, s_C_b, s_C_g, s_C_n, s_z_b, s_z_d,
         s_o_b, s_o_d,
-        N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
-        HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-        SAVE_STATES: tl.constexpr, A_FROM_LOG: tl.constexpr, STORE_LAST: tl.constexpr,
+        N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, TILE: tl.constexpr,
+        UNROLL: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+        SOFTPLUS: tl.constexpr, SAVE_STATES: tl.constexpr, A_FROM_LOG: tl.constexpr, STORE_LAST: tl.constexpr,
 ):
     """The forward token by token: each program holds the [BLOCK_D, N] states of its channels and steps through
-    the sequence (no scan, no per-state loop); it saves the states at every BLOCK_L-token chunk start like the
-    chunked forward, for the backward."""
+    the sequence (no scan, no per-state loop) in TILE-token tiles (``_steps_tile``); it saves the states at every
+    BLOCK_L-token chunk start like the chunked forward, for the backward."""
     pid = tl.program_id(0)
     b, g, d, d_mask = _program_channels(pid, blocks_per_group, dim_per_group, BLOCK_D)
     nn = tl.arange(0, N_PAD)
     n_mask = nn < N
+    jj = tl.arange(0, TILE)
 
     bias, Dv = _channel_params(bias_ptr, D_ptr, d, d_mask, HAS_BIAS, HAS_D)
     dn_mask = d_mask[:, None] & n_mask[None, :]
@@ -246,19 +285,14 @@ def _selective_scan_fwd_steps_kernel(
     for c in range(0, n_chunks):
         if SAVE_STATES:
             tl.store(st_base + c * N_PAD, h, mask=d_mask[:, None])
-        for t in range(c * BLOCK_L, tl.minimum(c * BLOCK_L + BLOCK_L, L)):
-            uu = tl.load(u_row + t, mask=d_mask, other=0.0).to(tl.float32)
-            dt = tl.load(dt_row + t, mask=d_mask, other=0.0).to(tl.float32) + bias
-            if SOFTPLUS:
-                dt = _softplus(dt, False)
-            Bt = tl.load(B_col + t, mask=n_mask, other=0.0).to(tl.float32)
-            Ct = tl.load(C_col + t, mask=n_mask, other=0.0).to(tl.float32)
-            h = tl.exp2(dt[:, None] * A2) * h + (dt * uu)[:, None] * Bt[None, :]
-            y = tl.sum(h * Ct[None, :], axis=1) + Dv * uu
-            if HAS_Z:
-                zz = tl.load(z_row + t, mask=d_mask, other=0.0).to(tl.float32)
-                y = y * zz * tl.sigmoid(zz)
-            tl.store(o_row + t, y.to(out_ptr.dtype.element_ty), mask=d_mask)
+        if TILE == BLOCK_L:
+            # One tile per chunk: a loop over a single tile compiled slower (Vim-T's call 0.37 -> 0.50 ms).
+            h = _steps_tile(h, c * BLOCK_L, jj, L, d_mask, n_mask, A2, bias, Dv, u_row, dt_row, z_row, o_row,
+                            B_col, C_col, TILE, UNROLL, HAS_Z, HAS_BIAS, SOFTPLUS)
+        else:
+            for t0 in range(c * BLOCK_L, tl.minimum(c * BLOCK_L + BLOCK_L, L), TILE):
+                h = _steps_tile(h, t0, jj, L, d_mask, n_mask, A2, bias, Dv, u_row, dt_row, z_row, o_row,
+                                B_col, C_col, TILE, UNROLL, HAS_Z, HAS_BIAS, SOFTPLUS)
     if STORE_LAST:
         tl.store(last_ptr + (b * dim + d[:, None]) * N + nn[None, :], h, mask=dn_mask)
 
@@ -642,9 +676,9 @@ def launch_config(
     (stage 4 forward 0.296 -> 0.233 ms: 49 tokens padded to 56, not 64, and fewer programs that were mostly
     prologue). At N = 16 the backward is bound by the latency of its per-state chains, hidden only by many one-warp
     programs in flight: 8 channels each, 4 where that would leave fewer than ``MIN_PROGRAMS`` (``rows`` = batch x
-    channels, e.g. Vim at 1248 px, batch 32). The N = 16 forward of long sequences amortises the B/C rows over wider
-    programs, with the same floor on their number; where that floor would take it below 16 channels,
-    ``steps_forward`` runs instead.
+    channels, e.g. Vim at 1248 px, batch 32). The chunked N = 16 forward (hidden states, or long sequences with few
+    rows: ``steps_forward``) of long sequences amortises the B/C rows over wider programs, with the same floor on
+    their number.
     """
     block_l = state_chunk(dstate, length)
     if INTERPRET:
@@ -674,22 +708,32 @@ def steps_forward(dstate: int, length: int, rows: int) -> bool:
     """Whether the forward walks the tokens one by one (``_selective_scan_fwd_steps_kernel``: 16 channels x N
     states per one-warp program, no scan) instead of scanning chunks.
 
-    The chunked forward spends ~25 instructions per state and channel-token on its scans; the token-by-token one ~5,
-    but each program walks its whole sequence, so it needs many programs in flight to hide the latency of each step.
-    Tenth-session sweep (H100, bf16, ms with chunk states, chunked / token by token; benchmarks/selective_scan.md):
-    Vim-T's call (98304 rows, L = 197) 0.704 / 0.584, Vim-S's 1.321 / 1.061, Vim-B's 2.517 / 1.988, 49152 rows
-    0.394 / 0.393, 24576 rows 0.225 / 0.307; vanilla VMamba-T stage 2 (L = 784) 3.280 / 3.853, stage 3 (L = 196)
-    2.016 / 1.914, stage 4 (L = 49) 1.135 / 0.840; Vim-T at 1248 px (L = 6085, batch 32) 12.6 / 4.24 (the chunked
-    programs drop to 4 channels there to keep ``MIN_PROGRAMS`` in flight). So it takes the long sequences whose
-    chunked forward would get fewer than 16 channels per program, and the short ones with at least
-    ``STEPS_SHORT_MIN_PROGRAMS`` programs.
+    Fourteenth-session sweep of the tiled token-by-token kernel (``steps_tile``) against the chunked one (H100,
+    bf16, ms, chunked / token by token; benchmarks/selective_scan.md): Vim-T's call (L = 197) at batch 128 0.617 /
+    0.319, 32 0.156 / 0.084, 1 0.091 / 0.046; Vim-S's 1.199 / 0.617, Vim-B's 2.304 / 1.210; vanilla VMamba-T
+    stage 1 (L = 3136) 6.56 / 4.51, stage 2 3.11 / 2.07, stage 3 1.87 / 0.97, stage 4 1.05 / 0.51; Vim-T at 1248 px
+    (L = 6085) batch 32 10.53 / 2.75. Each program walks its whole sequence, so long sequences with few rows leave
+    each token's latency exposed: vanilla stage 1 at batch 8 (384 programs) 0.58 / 1.02, at batch 1 0.30 / 0.88,
+    Vim-T at 1248 px batch 1 1.57 / 2.18 (at batch 8 3.48 / 2.29). At N = 4 the chunked kernel was faster (0.090 /
+    0.123 ms at 24576 rows, L = 197), at N = 8 not (0.286 / 0.243, L = 784).
     """
-    if dstate == 1:
+    if dstate < STEPS_MIN_STATES:
         return False
-    programs = rows // 16
-    if length >= STEPS_MIN_LENGTH:
-        return programs < MIN_PROGRAMS
-    return length < STEPS_SHORT_LENGTH and programs >= STEPS_SHORT_MIN_PROGRAMS
+    return length < STEPS_LONG_LENGTH or rows // 16 >= STEPS_LONG_MIN_PROGRAMS
+
+
+def steps_tile(chunk: int) -> int:
+    """Tokens per tile of the token-by-token forward: a short sequence's state chunk (16 tokens) is one tile, a long
+    one's (64) is walked in 8-token tiles.
+
+    Each tile's u / delta / z are loaded as coalesced [channels, tokens] tiles and each token's channel vectors are
+    picked out of them in registers; loaded token by token instead, each load touched one 32-byte sector per channel
+    row, and the kernel waited on L1. H100, bf16, ms against the per-token loads (fourteenth session,
+    benchmarks/selective_scan.md): Vim-T 0.33 -> 0.17-0.20, Vim-T's call 0.52-0.57 -> 0.32-0.37 (16-token tiles,
+    token loop unrolled 4x; unrolled 8 or 16 times, or 8-token tiles, slower), Vim-T at 1248 px 4.07 -> 2.73
+    (8-token tiles; 64: 29, 16: 3.97).
+    """
+    return chunk if chunk <= STEPS_TILE_SHORT else STEPS_TILE_LONG
 
 
 def row_align(length: int, *row_strides: int) -> int:
@@ -840,9 +884,9 @@ def selective_scan_fwd(
             out, *_or_dummy(out, last, states),
             length, dim, dim_per_group, steps_blocks,
             *_strides(u, 2), *_strides(delta, 2), *_strides(B, 3), *_strides(C, 3), *_strides(z, 2), *s_out[:2],
-            N=dstate, N_PAD=n_pad, BLOCK_D=steps_block_d, BLOCK_L=chunk,
-            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
-            SAVE_STATES=keep_states, A_FROM_LOG=a_is_log, STORE_LAST=need_last, num_warps=1,
+            N=dstate, N_PAD=n_pad, BLOCK_D=steps_block_d, BLOCK_L=chunk, TILE=steps_tile(chunk),
+            UNROLL=STEPS_UNROLL, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+            SOFTPLUS=delta_softplus, SAVE_STATES=keep_states, A_FROM_LOG=a_is_log, STORE_LAST=need_last, num_warps=1,
         )
         return out, last, states
     grid = (groups * blocks_per_group, batch)

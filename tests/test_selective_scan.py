@@ -120,12 +120,16 @@ STEPS_CASES = [name for name, (make_kwargs, kwargs) in CASES.items()
 
 
 @pytest.mark.skipif(TRITON_DEVICE is None, reason='needs CUDA or TRITON_INTERPRET=1')
+@pytest.mark.parametrize('tiles', ['chunk', 'sub_tiles'])
 @pytest.mark.parametrize('case', STEPS_CASES)
-def test_triton_steps_forward_matches_oracle(case, monkeypatch):
-    """The token-by-token forward (long sequences with few rows), forced at test sizes; the chunked backward
-    starts from the chunk states it saves."""
+def test_triton_steps_forward_matches_oracle(case, tiles, monkeypatch):
+    """The token-by-token forward (long sequences with few rows), forced at test sizes, with a state chunk as one
+    tile or walked in smaller tiles (long sequences); the chunked backward starts from the chunk states it saves."""
     from kernels import triton_backend
-    monkeypatch.setattr(triton_backend, 'STEPS_MIN_LENGTH', 1)
+    monkeypatch.setattr(triton_backend, 'STEPS_MIN_STATES', 2)
+    if tiles == 'sub_tiles':
+        monkeypatch.setattr(triton_backend, 'STEPS_TILE_SHORT', 2)
+        monkeypatch.setattr(triton_backend, 'STEPS_TILE_LONG', 4)
     make_kwargs, kwargs = CASES[case]
     inputs = make_inputs(**dict(make_kwargs, device=TRITON_DEVICE))
     batch, dim, length = inputs['u'].shape
@@ -344,17 +348,17 @@ def test_forward_chunks_tile_the_backward_chunks(monkeypatch):
 
 
 @pytest.mark.gpu
-def test_steps_forward_takes_short_calls_with_many_rows_and_long_ones_with_few():
+def test_steps_forward_takes_n16_calls_unless_long_with_few_rows():
     """The forward kernel choice on the model shapes it was measured on (benchmarks/selective_scan.md)."""
     from kernels.triton_backend import steps_forward
     assert steps_forward(16, 197, 128 * 768)  # Vim-T's call at 224 px
-    assert steps_forward(16, 197, 128 * 3072)  # Vim-B's
-    assert steps_forward(16, 49, 128 * 6144)  # vanilla VMamba-T stage 4
+    assert steps_forward(16, 197, 1 * 768)  # and at batch 1
+    assert steps_forward(16, 784, 128 * 1536)  # vanilla VMamba-T stage 2
+    assert steps_forward(16, 3136, 128 * 768)  # vanilla VMamba-T stage 1
     assert steps_forward(16, 6085, 32 * 768)  # Vim-T at 1248 px
-    assert not steps_forward(16, 197, 32 * 768)  # too few programs to hide each step's latency
-    assert not steps_forward(16, 784, 128 * 1536)  # vanilla VMamba-T stage 2
-    assert not steps_forward(16, 3136, 128 * 768)  # vanilla VMamba-T stage 1
-    assert not steps_forward(1, 197, 128 * 768)  # N = 1 always scans chunks
+    assert not steps_forward(16, 3136, 8 * 768)  # long with few rows: each token's latency exposed
+    assert not steps_forward(4, 197, 128 * 768)  # small N scans chunks
+    assert not steps_forward(1, 197, 128 * 768)
 
 
 @pytest.mark.skipif(not CUDA, reason='needs a CUDA device')

@@ -311,9 +311,7 @@ def test_projected_scan_triton_takes_A_log_in_the_kernels(steps, monkeypatch):
     end of the backward): the output and every gradient equal the PyTorch path's, for the chunked and the
     token-by-token forward, and with no gradient needed (no chunk states saved) the output is unchanged."""
     import kernels.triton_backend as triton_backend
-    if steps:
-        monkeypatch.setattr(triton_backend, 'STEPS_MIN_LENGTH', 1)
-        monkeypatch.setattr(triton_backend, 'MIN_PROGRAMS', 10 ** 9)
+    monkeypatch.setattr(triton_backend, 'STEPS_MIN_STATES', 2 if steps else 10 ** 9)
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
     g = torch.Generator().manual_seed(0)
     batch, routes, channels, length, rank, dstate = 2, 2, 4, 37, 2, 4
