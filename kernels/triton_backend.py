@@ -8,7 +8,8 @@ loads each B/C row once for BLOCK_D channels and reduces dB/dC over those channe
 N = 1 sequences up to 256 tokens whose rows are contiguous run a forward over the flattened (rows x L) stream instead
 (``rows_forward``): 8 consecutive tokens per thread whatever L is, the decay zeroed at each row's start.
 N >= 8 sequences (Vim, vanilla VMamba, EfficientVMamba) run a token-by-token forward instead, unless they are long
-with few rows: each program holds its channels' N states and steps through the tokens (``steps_forward``). Every forward saves the state at the start of every ``state_chunk`` tokens (batch, D,
+with few rows: each program holds its channels' N states and steps through the tokens, tile by tile
+(``steps_forward``). Every forward saves the state at the start of every ``state_chunk`` tokens (batch, D,
 n_chunks, N_PAD; the chunked forward's own chunks may be shorter and divide it) so the backward can walk those chunks
 in reverse, recompute each chunk's states from its start state, and run the adjoint scan
 ``g_t = v_t + a_{t+1} g_{t+1}`` with a carry. dA, dD and the delta-bias gradient are written as per-batch

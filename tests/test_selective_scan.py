@@ -123,8 +123,8 @@ STEPS_CASES = [name for name, (make_kwargs, kwargs) in CASES.items()
 @pytest.mark.parametrize('tiles', ['chunk', 'sub_tiles'])
 @pytest.mark.parametrize('case', STEPS_CASES)
 def test_triton_steps_forward_matches_oracle(case, tiles, monkeypatch):
-    """The token-by-token forward (long sequences with few rows), forced at test sizes, with a state chunk as one
-    tile or walked in smaller tiles (long sequences); the chunked backward starts from the chunk states it saves."""
+    """The token-by-token forward (N >= 8 on the GPU), forced for every N here, with a state chunk as one tile or
+    walked in smaller tiles (long sequences); the chunked backward starts from the chunk states it saves."""
     from kernels import triton_backend
     monkeypatch.setattr(triton_backend, 'STEPS_MIN_STATES', 2)
     if tiles == 'sub_tiles':
