@@ -351,12 +351,13 @@ def _selective_scan_fwd_rows_kernel(
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
         SAVE_STATES: tl.constexpr, A_FROM_LOG: tl.constexpr, STORE_LAST: tl.constexpr, STATES_OUT: tl.constexpr,
 ):
-    """The N = 1 forward of short rows (with STATES_OUT, the hidden states (batch, D, 1, L) instead of the output):
-    u, delta, z and out are contiguous (batch, D, L), so a program's ``rows_per_program`` channels (all of one batch
-    element and group: they share the B / C rows) are one contiguous span, walked in 1-D chunks of BLOCK tokens laid out as [BLOCK // VEC, VEC] groups, each group's VEC tokens
-    inside one thread (16-byte loads wherever the span is aligned, whatever L is). The scan runs inside each thread
-    over its group, then across lanes over the group totals; the decay is zero at each row's first token, so rows
-    never leak into each other. Each group writes at most one chunk state, one row-start zero and one last state."""
+    """The N = 1 forward of short rows (with STATES_OUT, the hidden states (batch, D, 1, L) instead of the output): u,
+    delta, z and out are contiguous (batch, D, L), so a program's ``rows_per_program`` channels (all of one batch
+    element and group: they share the B / C rows) are one contiguous span, walked in 1-D chunks of BLOCK tokens laid out
+    as [BLOCK // VEC, VEC] groups, each group's VEC tokens inside one thread (16-byte loads wherever the span is
+    aligned, whatever L is). The scan runs inside each thread over its group, then across lanes over the group totals;
+    the decay is zero at each row's first token, so rows never leak into each other. Each group writes at most one chunk
+    state, one row-start zero and one last state."""
     GROUPS: tl.constexpr = BLOCK // VEC
     pid = tl.program_id(0)
     row0 = pid * rows_per_program
