@@ -223,12 +223,8 @@ def _steps_tile(h, t0, jj, L, d_mask, n_mask, A2, bias, Dv, u_row, dt_row, z_row
     t = t0 + jj
     m2 = d_mask[:, None] & (t < L)[None, :]
     uu = tl.load(u_row[:, None] + t[None, :], mask=m2, other=0.0).to(tl.float32)
-    dt = tl.load(dt_row[:, None] + t[None, :], mask=m2, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        dt = dt + bias[:, None]
-    if SOFTPLUS:
-        dt = _softplus(dt, _FAST_MATH)
-    dt = tl.where(m2, dt, 0.0)
+    _, dt = _step_size(tl.load(dt_row[:, None] + t[None, :], mask=m2, other=0.0), m2, bias, HAS_BIAS, SOFTPLUS,
+                       _FAST_MATH)
     dtu = dt * uu
     y = tl.zeros([uu.shape[0], TILE], tl.float32)
     for k in tl.range(0, TILE, loop_unroll_factor=UNROLL):
