@@ -11,7 +11,7 @@ Triton's launch of ahead-of-time compiled kernels, which honours its launch hook
 ``kernel[grid]``.
 """
 import os
-from typing import Any, Dict, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import triton
 from triton.runtime import driver
@@ -45,25 +45,39 @@ class CachedLauncher:
     def __getitem__(self, grid: Tuple[int, ...]):
         return lambda *args, **meta: self.launch(grid, args, meta)
 
-    def launch(self, grid: Tuple[int, ...], args: Tuple[Any, ...], meta: Dict[str, Any]) -> None:
+    def launch(self, grid: Tuple[int, ...], args: Tuple[Any, ...], meta: Dict[str, Any],
+               accept: Optional[Callable[[Any], bool]] = None) -> bool:
+        """Launch; with ``accept``, only if ``accept(compiled kernel)`` holds (checked once per compiled kernel, which
+        is compiled without running first). Returns whether it launched."""
         if not self.enabled:
+            if accept is not None and not accept(self.kernel.warmup(*args, grid=grid, **meta)):
+                return False
             self.kernel[grid](*args, **meta)
-            return
+            return True
         device = driver.active.get_current_device()
         pointers = args[:self.num_pointers]
         key = (device, tuple([(t.dtype, t.data_ptr() & 15 == 0) for t in pointers]), args[self.num_pointers:],
                tuple(meta.items()))
         entry = self.table.get(key)
         if entry is None:
-            compiled = self.kernel[grid](*args, **meta)
+            accepted = True
+            if accept is not None:
+                compiled = self.kernel.warmup(*args, grid=grid, **meta)
+                accepted = accept(compiled)
+                if accepted:
+                    self.kernel[grid](*args, **meta)
+            else:
+                compiled = self.kernel[grid](*args, **meta)
             if hasattr(compiled, 'result'):  # an asynchronous compile's future
                 compiled = compiled.result()
             if len(self.table) >= _MAX_ENTRIES:
                 self.table.clear()
             # The launcher takes every parameter in order, constexprs included (it skips them).
-            self.table[key] = (compiled, tuple(meta[name] for name in self.names[len(args):]))
-            return
-        compiled, constexprs = entry
+            self.table[key] = (compiled, tuple(meta[name] for name in self.names[len(args):]), accepted)
+            return accepted
+        compiled, constexprs, accepted = entry
+        if not accepted:
+            return False
         try:
             # The compiled kernel's own launch path (triton.compile(...)[grid](...)): a 3-D grid, every parameter in
             # order.
@@ -74,3 +88,4 @@ class CachedLauncher:
                      f'({triton.__version__}) rejected the call ({e}); {self.kernel.__name__} launches through '
                      'kernel[grid] (more CPU time per launch)', warn=True)
             self.kernel[grid](*args, **meta)
+        return True

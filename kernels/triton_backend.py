@@ -14,13 +14,15 @@ n_chunks, N_PAD; the chunked forward's own chunks may be shorter and divide it) 
 in reverse, recompute each chunk's states from its start state, and run the adjoint scan
 ``g_t = v_t + a_{t+1} g_{t+1}`` with a carry. dA, dD and the delta-bias gradient are written as per-batch
 partials and summed by torch (deterministic); so are dB and dC where a group has many programs, else they are added
-atomically into one float32 row (``partial_batch``).
+atomically into one float32 row (``partial_batch``). On short N > 1 sequences a program's dB / dC channel sums are
+one inline-PTX reduce-scatter per state (``scatter_sums``).
 
 Padded positions (tail of the last chunk, channels past the group) are forced to the identity element
 (a=1, b=0) *after* bias and softplus (the failure mode of mamba_ssm issue #368).
 """
 import inspect
 import os
+import re
 from typing import Optional, Tuple
 
 import torch
@@ -28,11 +30,12 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
+from ._dispatch import announce
 from ._launch import CachedLauncher
 from ._grid import cdiv, dense, next_pow2
 
-__all__ = ['state_chunk', 'launch_config', 'steps_forward', 'backward_register_cap', 'selective_scan_fwd',
-           'selective_scan_bwd']
+__all__ = ['state_chunk', 'launch_config', 'steps_forward', 'scatter_sums', 'backward_register_cap',
+           'selective_scan_fwd', 'selective_scan_bwd']
 
 # The kernels tune their loops with tl.range(loop_unroll_factor=, disable_licm=), which Triton 3.5 introduced: an
 # older Triton fails here, and selective_scan reports the PyTorch backend instead (with this message).
@@ -64,6 +67,8 @@ STEPS_LONG_MIN_PROGRAMS = 1024
 STEPS_TILE_SHORT = 16
 STEPS_TILE_LONG = 8
 STEPS_UNROLL = 4
+# The N > 1 backward's dB / dC channel sums as a reduce-scatter in inline PTX where its tiles allow (scatter_sums).
+SCATTER_SUMS = True
 # N = 1 rows up to this length run the rows forward (``rows_forward``); longer ones scan 2-D chunks as fast.
 ROWS_MAX_LENGTH = 256
 ROWS_PER_PROGRAM = 32  # 64 at L <= 64 (rows_forward)
@@ -426,26 +431,91 @@ _selective_scan_fwd_rows_launch = CachedLauncher(_selective_scan_fwd_rows_kernel
 
 
 @triton.jit
+def _reduce_scatter_8ch(pb, pc):
+    """Channel sums of two [8 channels, 16 tokens] tiles laid out 4 tokens per thread, 8 channel lanes x 4 token
+    lanes (lane = 4 * channel + token // 4): a reduce-scatter over the channel lanes, 7 shuffles for the 8 sums a
+    thread holds (a butterfly all-reduce takes 24). Lane (ch, g) ends with the sum of value ch of its 8 (dB at
+    tokens 4g..4g+3, then dC), returned in every one of its 4 slots."""
+    return tl.inline_asm_elementwise(
+        asm="""
+        {
+        .reg .pred q;
+        .reg .b32 ln, bit;
+        .reg .f32 k0, k1, k2, k3, s0, s1, s2, s3, r0, r1, r2, r3;
+        mov.u32 ln, %laneid;
+        and.b32 bit, ln, 16;
+        setp.ne.u32 q, bit, 0;
+        selp.f32 k0, $8, $4, q;
+        selp.f32 k1, $9, $5, q;
+        selp.f32 k2, $10, $6, q;
+        selp.f32 k3, $11, $7, q;
+        selp.f32 s0, $4, $8, q;
+        selp.f32 s1, $5, $9, q;
+        selp.f32 s2, $6, $10, q;
+        selp.f32 s3, $7, $11, q;
+        shfl.sync.bfly.b32 r0, s0, 16, 31, -1;
+        shfl.sync.bfly.b32 r1, s1, 16, 31, -1;
+        shfl.sync.bfly.b32 r2, s2, 16, 31, -1;
+        shfl.sync.bfly.b32 r3, s3, 16, 31, -1;
+        add.f32 k0, k0, r0;
+        add.f32 k1, k1, r1;
+        add.f32 k2, k2, r2;
+        add.f32 k3, k3, r3;
+        and.b32 bit, ln, 8;
+        setp.ne.u32 q, bit, 0;
+        selp.f32 s0, k0, k2, q;
+        selp.f32 s1, k1, k3, q;
+        selp.f32 k0, k2, k0, q;
+        selp.f32 k1, k3, k1, q;
+        shfl.sync.bfly.b32 r0, s0, 8, 31, -1;
+        shfl.sync.bfly.b32 r1, s1, 8, 31, -1;
+        add.f32 k0, k0, r0;
+        add.f32 k1, k1, r1;
+        and.b32 bit, ln, 4;
+        setp.ne.u32 q, bit, 0;
+        selp.f32 s0, k0, k1, q;
+        selp.f32 k0, k1, k0, q;
+        shfl.sync.bfly.b32 r0, s0, 4, 31, -1;
+        add.f32 $0, k0, r0;
+        mov.f32 $1, $0;
+        mov.f32 $2, $0;
+        mov.f32 $3, $0;
+        }
+        """,
+        constraints='=f,=f,=f,=f,f,f,f,f,f,f,f,f',
+        args=[pb, pc], dtype=tl.float32, is_pure=True, pack=4)
+
+
+@triton.jit
 def _bwd_state_loads(n, A_row, d_mask, B_row, C_row, C_row_rev, t_mask, t_rev_mask, h0_row, s_B_n, s_C_n,
-                     HAS_STATES: tl.constexpr, STATES_OUT: tl.constexpr, A_FROM_LOG: tl.constexpr):
-    """State n's A column, B / C rows (C also at reversed positions) and chunk-start state."""
+                     HAS_STATES: tl.constexpr, STATES_OUT: tl.constexpr, A_FROM_LOG: tl.constexpr,
+                     BC_PADDED: tl.constexpr):
+    """State n's A column, B / C rows (C also at reversed positions; unmasked where the rows are padded to whole
+    chunks) and chunk-start state."""
     An = _load_A(A_row + n, d_mask, A_FROM_LOG)
-    Bn = tl.load(B_row + n * s_B_n, mask=t_mask, other=0.0).to(tl.float32)
+    if BC_PADDED:
+        Bn = tl.load(B_row + n * s_B_n).to(tl.float32)
+    else:
+        Bn = tl.load(B_row + n * s_B_n, mask=t_mask, other=0.0).to(tl.float32)
     h0 = tl.zeros_like(An)
     if HAS_STATES:
         h0 = tl.load(h0_row + n, mask=d_mask, other=0.0)
     Cn = tl.zeros_like(Bn)
     Cn_rev = tl.zeros_like(Bn)
     if not STATES_OUT:
-        Cn = tl.load(C_row + n * s_C_n, mask=t_mask, other=0.0).to(tl.float32)
-        Cn_rev = tl.load(C_row_rev + n * s_C_n, mask=t_rev_mask, other=0.0).to(tl.float32)
+        if BC_PADDED:
+            Cn = tl.load(C_row + n * s_C_n).to(tl.float32)
+            Cn_rev = tl.load(C_row_rev + n * s_C_n).to(tl.float32)
+        else:
+            Cn = tl.load(C_row + n * s_C_n, mask=t_mask, other=0.0).to(tl.float32)
+            Cn_rev = tl.load(C_row_rev + n * s_C_n, mask=t_rev_mask, other=0.0).to(tl.float32)
     return An, Bn, h0, Cn, Cn_rev
 
 
 @triton.jit
 def _bwd_chunk_loads(c, j, L, d_mask, u_base, dt_base, do_base, z_base, A_row, B_base, C_base, st_base, s_B_n, s_C_n,
                      BLOCK_L: tl.constexpr, N_PAD: tl.constexpr, HAS_Z: tl.constexpr, HAS_STATES: tl.constexpr,
-                     STATES_OUT: tl.constexpr, A_FROM_LOG: tl.constexpr):
+                     STATES_OUT: tl.constexpr, A_FROM_LOG: tl.constexpr, BC_PADDED: tl.constexpr):
     """Chunk c's input tiles as stored (u, delta, delta one token later, dout, z) and its first state's rows."""
     t = c * BLOCK_L + j
     t_rev = c * BLOCK_L + (BLOCK_L - 1 - j)
@@ -461,7 +531,7 @@ def _bwd_chunk_loads(c, j, L, d_mask, u_base, dt_base, do_base, z_base, A_row, B
             z_raw = tl.load(z_base + t[None, :], mask=m2, other=0.0)
     An, Bn, h0, Cn, Cn_rev = _bwd_state_loads(0, A_row, d_mask, B_base + t, C_base + t, C_base + t_rev, t < L,
                                               t_rev < L, st_base + c * N_PAD, s_B_n, s_C_n, HAS_STATES, STATES_OUT,
-                                              A_FROM_LOG)
+                                              A_FROM_LOG, BC_PADDED)
     return u_raw, delta_raw, delta_next_raw, dout_raw, z_raw, An, Bn, h0, Cn, Cn_rev
 
 
@@ -475,7 +545,8 @@ def _selective_scan_bwd_kernel(
         N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
         STATES_OUT: tl.constexpr, HAS_STATES: tl.constexpr, ATOMIC: tl.constexpr, PREFETCH_CHUNK: tl.constexpr,
-        A_FROM_LOG: tl.constexpr, ROW_ALIGN: tl.constexpr, FAST_SOFTPLUS: tl.constexpr,
+        A_FROM_LOG: tl.constexpr, ROW_ALIGN: tl.constexpr, FAST_SOFTPLUS: tl.constexpr, BC_PADDED: tl.constexpr,
+        SCATTER_SUMS: tl.constexpr,
 ):
     # The host passes the length and row strides divided by ROW_ALIGN (their common power-of-two factor): multiplied
     # back here by a constant, Triton knows they are multiples of it and vectorises the row loads.
@@ -525,7 +596,8 @@ def _selective_scan_bwd_kernel(
     if PREFETCH_CHUNK:
         u_next, delta_next, delta1_next, dout_next, z_next, A0_next, B0_next, h00_next, C0_next, C0_rev_next = \
             _bwd_chunk_loads(n_chunks - 1, j, L, d_mask, u_base, dt_base, do_base, z_base, A_ptr + d * N, B_base,
-                             C_base, st_base, s_B_n, s_C_n, BLOCK_L, N_PAD, HAS_Z, HAS_STATES, STATES_OUT, A_FROM_LOG)
+                             C_base, st_base, s_B_n, s_C_n, BLOCK_L, N_PAD, HAS_Z, HAS_STATES, STATES_OUT, A_FROM_LOG,
+                             BC_PADDED)
     for i in tl.range(0, n_chunks, disable_licm=N > 1):
         c = n_chunks - 1 - i
         t = c * BLOCK_L + j
@@ -539,11 +611,12 @@ def _selective_scan_bwd_kernel(
             u_next, delta_next, delta1_next, dout_next, z_next, A0_next, B0_next, h00_next, C0_next, C0_rev_next = \
                 _bwd_chunk_loads(tl.maximum(c - 1, 0), j, L, d_mask, u_base, dt_base, do_base, z_base, A_ptr + d * N,
                                  B_base, C_base, st_base, s_B_n, s_C_n, BLOCK_L, N_PAD, HAS_Z, HAS_STATES, STATES_OUT,
-                                 A_FROM_LOG)
+                                 A_FROM_LOG, BC_PADDED)
         else:
             u_raw, delta_raw, delta1_raw, dout_raw, z_raw, An_next, Bn_next, h0_next, Cn_next, Cn_rev_next = \
                 _bwd_chunk_loads(c, j, L, d_mask, u_base, dt_base, do_base, z_base, A_ptr + d * N, B_base, C_base,
-                                 st_base, s_B_n, s_C_n, BLOCK_L, N_PAD, HAS_Z, HAS_STATES, STATES_OUT, A_FROM_LOG)
+                                 st_base, s_B_n, s_C_n, BLOCK_L, N_PAD, HAS_Z, HAS_STATES, STATES_OUT, A_FROM_LOG,
+                                 BC_PADDED)
         uu = u_raw.to(tl.float32)
         raw, dt = _step_size(delta_raw, m2, bias, HAS_BIAS, SOFTPLUS, FAST_SOFTPLUS)
         dtu = dt * uu
@@ -569,6 +642,13 @@ def _selective_scan_bwd_kernel(
             dy_rev = tl.flip(dy, 1)
         gB = tl.zeros([BLOCK_D, BLOCK_L], tl.float32)
         ddt = tl.zeros([BLOCK_D, BLOCK_L], tl.float32)
+        if SCATTER_SUMS:
+            # Where each lane's one channel sum goes: lane (ch, g) holds dB (ch < 4) or dC (ch >= 4) at token
+            # 4 g + ch % 4, as the [channel, token group] tile (ch, g).
+            ch = tl.arange(0, BLOCK_D)[:, None]
+            rs_tok = c * BLOCK_L + 4 * tl.arange(0, BLOCK_L // 4)[None, :] + (ch % 4)
+            rs_base = tl.where(ch < 4, dB_base, dC_base) + rs_tok
+            rs_mask = rs_tok < L
         # A rolled loop: unrolled, the 16 states' loads and temporaries were hoisted together (255 registers and
         # spills at N=16; rolled 188 and none: Vim-T backward 3.51 -> 3.00 ms, vanilla VMamba 47.0 -> 44.7 ms).
         # Each state's row loads are issued one state ahead, so their latency is off the state's dependency chain.
@@ -577,7 +657,7 @@ def _selective_scan_bwd_kernel(
             if N > 1:
                 An_next, Bn_next, h0_next, Cn_next, Cn_rev_next = _bwd_state_loads(
                     tl.minimum(n + 1, N - 1), A_ptr + d * N, d_mask, B_base + t, C_base + t, C_base + t_rev, t_mask,
-                    t_rev < L, st_base + c * N_PAD, s_B_n, s_C_n, HAS_STATES, STATES_OUT, A_FROM_LOG)
+                    t_rev < L, st_base + c * N_PAD, s_B_n, s_C_n, HAS_STATES, STATES_OUT, A_FROM_LOG, BC_PADDED)
             A2n = An * 1.4426950408889634
             a = tl.exp2(dt * A2n[:, None])
             bx = dtu * Bn[None, :]
@@ -588,7 +668,8 @@ def _selective_scan_bwd_kernel(
             else:
                 v_rev = dy_rev * Cn_rev[None, :]
                 y += hh * Cn[None, :]
-                _add_partial(dC_base + n * L + t, tl.sum(hh * dy, axis=0), t_mask, ATOMIC)
+                if not SCATTER_SUMS:
+                    _add_partial(dC_base + n * L + t, tl.sum(hh * dy, axis=0), t_mask, ATOMIC)
             a_next = tl.exp2(dt_next_rev * A2n[:, None])
             ra, rg = tl.associative_scan((a_next, v_rev), axis=1, combine_fn=_combine)
             carry_n = tl.sum(tl.where(nn[None, :] == n, carry, 0.0), axis=1)
@@ -601,7 +682,14 @@ def _selective_scan_bwd_kernel(
             else:
                 dA_n = tl.sum(g_ah * dt, axis=1)
                 dA_acc = tl.where(nn[None, :] == n, dA_acc + dA_n[:, None], dA_acc)
-            _add_partial(dB_base + n * L + t, tl.sum(gg * dtu, axis=0), t_mask, ATOMIC)
+            if SCATTER_SUMS:
+                sums = _reduce_scatter_8ch(gg * dtu, hh * dy)
+                # Keep each thread's first slot (the four hold the same sum): one value per lane, stored in place.
+                sums, _rest = tl.split(tl.reshape(sums, [BLOCK_D, BLOCK_L // 4, 2, 2]))
+                sums, _rest = tl.split(sums)
+                _add_partial(rs_base + n * L, sums, rs_mask, ATOMIC)
+            else:
+                _add_partial(dB_base + n * L + t, tl.sum(gg * dtu, axis=0), t_mask, ATOMIC)
             g_first = tl.sum(tl.where(j[None, :] == 0, gg, 0.0), axis=1)
             carry = tl.where(nn[None, :] == n, g_first[:, None], carry)
         du = gB * dt
@@ -639,6 +727,33 @@ def _selective_scan_bwd_kernel(
 
 
 _selective_scan_bwd_launch = CachedLauncher(_selective_scan_bwd_kernel)
+
+
+def scatter_sums(dstate: int, block_d: int, block_l: int, warps: int) -> bool:
+    """Whether the backward sums dB / dC over its channels with ``_reduce_scatter_8ch`` (N > 1 on 8-channel,
+    16-token one-warp tiles: the short sequences of Vim and VMamba) instead of two butterfly reductions.
+
+    The butterflies took 24 of the state loop's 50 shuffles and a round trip through shared memory per state, and
+    shuffles and shared memory share the L1's data pipe, the kernel's busiest unit (68% of its peak; 64% of its
+    wavefronts were shuffles). H100, bf16, kernel ms (fifteenth session, benchmarks/selective_scan.md): Vim-T
+    0.812 -> 0.762 with the reduce-scatter, 0.707 with B / C rows padded to whole chunks as well (their loads
+    unmasked and vectorised: 8 of the 14 loads per state; alone that was 0.813, and 3.1 -> 3.8 ms at Vim-T 1248 px),
+    vanilla VMamba-T stage 3 4.22 -> 4.02. Inline PTX does not run in the interpreter, which sums as before."""
+    return SCATTER_SUMS and not INTERPRET and dstate > 1 and (block_d, block_l, warps) == (8, 16, 1)
+
+
+def _scatter_layout_ok(compiled) -> bool:
+    """Whether a compiled backward hands ``_reduce_scatter_8ch`` its tiles laid out as the PTX assumes (4 tokens per
+    thread, lane = 4 x channel + token // 4), read from the compiled kernel's TTGIR. Triton picks the layout; this
+    one has held since Triton 3.5, and any other (or an unreadable TTGIR) turns the reduce-scatter off."""
+    ttgir = compiled.asm.get('ttgir', '') if hasattr(compiled, 'asm') else ''
+    op = re.search(r'elementwise_inline_asm[^\n]*%laneid[^\n]*-> tensor<8x16xf32, (#[\w.]+)>', ttgir)
+    if op is None:
+        return False
+    layout = re.search(re.escape(op.group(1)) + r' = #\w+\.blocked<\{([^}]*)\}>', ttgir)
+    return layout is not None and all(
+        f in layout.group(1) for f in ('sizePerThread = [1, 4]', 'threadsPerWarp = [8, 4]', 'warpsPerCTA = [1, 1]',
+                                       'order = [1, 0]'))
 
 
 def state_chunk(dstate: int, length: int) -> int:
@@ -956,13 +1071,20 @@ def selective_scan_bwd(
     align = row_align(length, s_u[1], s_dt[1], s_z[1], s_do[1])
     A32 = A.float().contiguous()
     D, delta_bias = dense(D), dense(delta_bias)  # the kernels read them as rows
+    scatter = scatter_sums(dstate, block_d, block_l, warps) and C is not None and not return_hidden_states
+    if scatter:
+        # Rows padded to whole chunks (two small copies: 0.8 MB each at Vim-T) load without masks, vectorised.
+        padded = cdiv(length, block_l) * block_l
+        B = torch.nn.functional.pad(B, (0, padded - length))
+        C = torch.nn.functional.pad(C, (0, padded - length))
     step = per_launch or max(batch, 1)
     for start in range(0, batch, step):
         part = slice(start, min(batch, start + step))
         n = part.stop - part.start
         rows = (_sliced(rows_B, slice(0, n)), _sliced(rows_C, slice(0, n))) if per_launch \
             else (_sliced(dB, part), _sliced(dC, part))
-        _selective_scan_bwd_launch[(groups * blocks_per_group, n)](
+        grid = (groups * blocks_per_group, n)
+        args = (
             _sliced(u, part), _sliced(delta, part), A32, _sliced(B, part),
             *_or_dummy(u, _sliced(C, part), D, _sliced(z, part), delta_bias),
             _sliced(dout, part), _sliced(states, part) if has_states else u,
@@ -971,6 +1093,8 @@ def selective_scan_bwd(
             length // align, dim, dim_per_group, blocks_per_group, groups, blocks_per_group if per_launch else 1,
             s_u[0], s_u[1] // align, s_dt[0], s_dt[1] // align, *_strides(B, 3), *_strides(C, 3),
             s_z[0], s_z[1] // align, s_do[0], s_do[1] // align, s_do[2],
+        )
+        meta = dict(
             N=dstate, N_PAD=n_pad, BLOCK_D=block_d, BLOCK_L=block_l,
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
             STATES_OUT=return_hidden_states, HAS_STATES=has_states, ATOMIC=not per_launch,
@@ -979,9 +1103,16 @@ def selective_scan_bwd(
             PREFETCH_CHUNK=dstate == 1, A_FROM_LOG=a_is_log, ROW_ALIGN=align,
             # The fast softplus (see _FAST_MATH) pays at N = 1 and on long sequences (vanilla VMamba-T stage 1
             # 24.13 -> 23.42 ms) and costs under the short N = 16 tile's register cap (Vim-T's call 1.84 -> 2.00).
-            FAST_SOFTPLUS=bool(_FAST_MATH) and (dstate == 1 or length >= 1024),
-            num_warps=warps, **register_cap,
+            FAST_SOFTPLUS=bool(_FAST_MATH) and (dstate == 1 or length >= 1024), BC_PADDED=scatter,
+            SCATTER_SUMS=scatter, num_warps=warps, **register_cap,
         )
+        if not _selective_scan_bwd_launch.launch(grid, args, meta, accept=_scatter_layout_ok if scatter else None):
+            # This Triton laid the tiles out otherwise than _reduce_scatter_8ch assumes: butterfly sums instead (the
+            # padded rows stay: masked loads read them as well).
+            announce('selective_scan:scatter_sums', 'selective_scan: the Triton backward sums dB / dC with '
+                     f'butterfly reductions (Triton {triton.__version__} laid out its tiles otherwise than the '
+                     'reduce-scatter assumes)', warn=True)
+            _selective_scan_bwd_launch.launch(grid, args, dict(meta, SCATTER_SUMS=False))
         if per_launch:
             torch.sum(rows[0], 2, out=_sliced(dB, part))
             if C is not None:

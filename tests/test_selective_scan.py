@@ -318,11 +318,23 @@ def test_triton_model_size_tiles_on_gpu(dtype, monkeypatch):
     # flight); here those tiles at sizes the oracle can check: 8 channels backward, 16 forward at L >= 1024.
     from kernels import triton_backend
     monkeypatch.setattr(triton_backend, 'MIN_PROGRAMS', 1)
+    launcher = triton_backend._selective_scan_bwd_launch
+    launcher.table.clear()
     assert triton_backend.launch_config(16, 197, 48, backward=True, rows=96)[0] == 8
     assert triton_backend.launch_config(16, 1100, 48, backward=False, rows=96)[0] == 16
     for length in (197, 1100):
         inputs = make_inputs(device='cuda', dtype=dtype, batch=2, dim=96, groups=2, dstate=16, length=length)
         check_against_oracle(inputs, *GPU_TOLERANCES[dtype], backend='triton', delta_softplus=True)
+    # The short N = 16 backward sums dB / dC with the inline-PTX reduce-scatter (its layout check passed: the
+    # launcher accepted the compiled kernel), or, where the check fails, with the butterfly sums.
+    assert triton_backend.scatter_sums(16, 8, 16, 1)
+    launched = [entry[2] for key, entry in launcher.table.items() if ('SCATTER_SUMS', True) in key[-1]]
+    assert launched and all(launched)
+    monkeypatch.setattr(triton_backend, '_scatter_layout_ok', lambda compiled: False)
+    launcher.table.clear()
+    inputs = make_inputs(device='cuda', dtype=dtype, batch=2, dim=96, groups=2, dstate=16, length=197)
+    check_against_oracle(inputs, *GPU_TOLERANCES[dtype], backend='triton', delta_softplus=True)
+    launcher.table.clear()  # the refusals above were this test's
     # N = 1, L = 49 (VMamba-T stage 4): the rows forward (32 channels per program, 256-token chunks across rows),
     # then the chunked forward it replaces, whose 8-token chunks save every other state for the backward.
     assert triton_backend.rows_forward(1, 49, 32) == 32
@@ -392,3 +404,20 @@ def test_triton_backward_is_deterministic_with_rows_per_program(monkeypatch):
     second = run_with_grads(inputs, delta_softplus=True, backend='triton')[1]
     for name in first:
         assert torch.equal(first[name], second[name]), name
+
+
+def test_scatter_layout_check_reads_the_compiled_layout():
+    # The reduce-scatter's PTX assumes 4 tokens per thread, lane = 4 x channel + token // 4; the check reads the
+    # layout Triton gave its operands from the TTGIR and refuses any other (or none).
+    triton_backend = pytest.importorskip('kernels.triton_backend')
+
+    def compiled(size, threads):
+        ttgir = (f'#blocked2 = #ttg.blocked<{{sizePerThread = {size}, threadsPerWarp = {threads}, '
+                 'warpsPerCTA = [1, 1], order = [1, 0]}>\n'
+                 '%s = tt.elementwise_inline_asm "mov.u32 ln, %laneid;" {pure = true} %a, %b : '
+                 'tensor<8x16xf32, #blocked2>, tensor<8x16xf32, #blocked2> -> tensor<8x16xf32, #blocked2>\n')
+        return type('Compiled', (), {'asm': {'ttgir': ttgir}})()
+
+    assert triton_backend._scatter_layout_ok(compiled('[1, 4]', '[8, 4]'))
+    assert not triton_backend._scatter_layout_ok(compiled('[1, 1]', '[2, 16]'))
+    assert not triton_backend._scatter_layout_ok(type('Compiled', (), {'asm': {'ttgir': ''}})())
