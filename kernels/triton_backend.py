@@ -15,7 +15,7 @@ in reverse, recompute each chunk's states from its start state, and run the adjo
 ``g_t = v_t + a_{t+1} g_{t+1}`` with a carry. dA, dD and the delta-bias gradient are written as per-batch
 partials and summed by torch (deterministic); so are dB and dC where a group has many programs, else they are added
 atomically into one float32 row (``partial_batch``). On short N > 1 sequences a program's dB / dC channel sums are
-one inline-PTX reduce-scatter per state (``scatter_sums``).
+one inline-PTX reduce-scatter per state (``lane_ptx``).
 
 Padded positions (tail of the last chunk, channels past the group) are forced to the identity element
 (a=1, b=0) *after* bias and softplus (the failure mode of mamba_ssm issue #368).
@@ -34,7 +34,7 @@ from ._dispatch import announce
 from ._launch import CachedLauncher
 from ._grid import cdiv, dense, next_pow2
 
-__all__ = ['state_chunk', 'launch_config', 'steps_forward', 'scatter_sums', 'backward_register_cap',
+__all__ = ['state_chunk', 'launch_config', 'steps_forward', 'lane_ptx', 'backward_register_cap',
            'selective_scan_fwd', 'selective_scan_bwd']
 
 # The kernels tune their loops with tl.range(loop_unroll_factor=, disable_licm=), which Triton 3.5 introduced: an
@@ -67,8 +67,9 @@ STEPS_LONG_MIN_PROGRAMS = 1024
 STEPS_TILE_SHORT = 16
 STEPS_TILE_LONG = 8
 STEPS_UNROLL = 4
-# The N > 1 backward's dB / dC channel sums as a reduce-scatter in inline PTX where its tiles allow (scatter_sums).
-SCATTER_SUMS = True
+# The N > 1 backward's cross-lane steps (dB / dC channel sums, the adjoint's flip) in inline PTX where its tiles
+# allow (lane_ptx).
+LANE_PTX = True
 # N = 1 rows up to this length run the rows forward (``rows_forward``); longer ones scan 2-D chunks as fast.
 ROWS_MAX_LENGTH = 256
 ROWS_PER_PROGRAM = 32  # 64 at L <= 64 (rows_forward)
@@ -487,6 +488,20 @@ def _reduce_scatter_8ch(pb, pc):
 
 
 @triton.jit
+def _flip_16(x):
+    """tl.flip(x, 1) of an [8 channels, 16 tokens] tile laid out as _reduce_scatter_8ch takes it: token 4g + s of
+    lane (ch, g) goes to slot 3 - s of lane (ch, 3 - g), one shuffle per slot (tl.flip takes two)."""
+    return tl.inline_asm_elementwise(
+        asm="""
+        shfl.sync.bfly.b32 $0, $7, 3, 31, -1;
+        shfl.sync.bfly.b32 $1, $6, 3, 31, -1;
+        shfl.sync.bfly.b32 $2, $5, 3, 31, -1;
+        shfl.sync.bfly.b32 $3, $4, 3, 31, -1;
+        """,
+        constraints='=f,=f,=f,=f,f,f,f,f', args=[x], dtype=tl.float32, is_pure=True, pack=4)
+
+
+@triton.jit
 def _bwd_state_loads(n, A_row, d_mask, B_row, C_row, C_row_rev, t_mask, t_rev_mask, h0_row, s_B_n, s_C_n,
                      HAS_STATES: tl.constexpr, STATES_OUT: tl.constexpr, A_FROM_LOG: tl.constexpr,
                      BC_PADDED: tl.constexpr):
@@ -546,7 +561,7 @@ def _selective_scan_bwd_kernel(
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
         STATES_OUT: tl.constexpr, HAS_STATES: tl.constexpr, ATOMIC: tl.constexpr, PREFETCH_CHUNK: tl.constexpr,
         A_FROM_LOG: tl.constexpr, ROW_ALIGN: tl.constexpr, FAST_SOFTPLUS: tl.constexpr, BC_PADDED: tl.constexpr,
-        SCATTER_SUMS: tl.constexpr,
+        LANE_PTX: tl.constexpr,
 ):
     # The host passes the length and row strides divided by ROW_ALIGN (their common power-of-two factor): multiplied
     # back here by a constant, Triton knows they are multiples of it and vectorises the row loads.
@@ -642,7 +657,7 @@ def _selective_scan_bwd_kernel(
             dy_rev = tl.flip(dy, 1)
         gB = tl.zeros([BLOCK_D, BLOCK_L], tl.float32)
         ddt = tl.zeros([BLOCK_D, BLOCK_L], tl.float32)
-        if SCATTER_SUMS:
+        if LANE_PTX:
             # Where each lane's one channel sum goes: lane (ch, g) holds dB (ch < 4) or dC (ch >= 4) at token
             # 4 g + ch % 4, as the [channel, token group] tile (ch, g).
             ch = tl.arange(0, BLOCK_D)[:, None]
@@ -668,12 +683,15 @@ def _selective_scan_bwd_kernel(
             else:
                 v_rev = dy_rev * Cn_rev[None, :]
                 y += hh * Cn[None, :]
-                if not SCATTER_SUMS:
+                if not LANE_PTX:
                     _add_partial(dC_base + n * L + t, tl.sum(hh * dy, axis=0), t_mask, ATOMIC)
             a_next = tl.exp2(dt_next_rev * A2n[:, None])
             ra, rg = tl.associative_scan((a_next, v_rev), axis=1, combine_fn=_combine)
             carry_n = tl.sum(tl.where(nn[None, :] == n, carry, 0.0), axis=1)
-            gg = tl.flip(rg + ra * carry_n[:, None], 1)
+            if LANE_PTX:
+                gg = _flip_16(rg + ra * carry_n[:, None])
+            else:
+                gg = tl.flip(rg + ra * carry_n[:, None], 1)
             gB += gg * Bn[None, :]
             g_ah = gg * (hh - bx)  # a_t * h_{t-1} = h_t - b_t: no second scan
             ddt += g_ah * An[:, None]
@@ -682,7 +700,7 @@ def _selective_scan_bwd_kernel(
             else:
                 dA_n = tl.sum(g_ah * dt, axis=1)
                 dA_acc = tl.where(nn[None, :] == n, dA_acc + dA_n[:, None], dA_acc)
-            if SCATTER_SUMS:
+            if LANE_PTX:
                 sums = _reduce_scatter_8ch(gg * dtu, hh * dy)
                 # Keep each thread's first slot (the four hold the same sum): one value per lane, stored in place.
                 sums, _rest = tl.split(tl.reshape(sums, [BLOCK_D, BLOCK_L // 4, 2, 2]))
@@ -729,31 +747,36 @@ def _selective_scan_bwd_kernel(
 _selective_scan_bwd_launch = CachedLauncher(_selective_scan_bwd_kernel)
 
 
-def scatter_sums(dstate: int, block_d: int, block_l: int, warps: int) -> bool:
-    """Whether the backward sums dB / dC over its channels with ``_reduce_scatter_8ch`` (N > 1 on 8-channel,
-    16-token one-warp tiles: the short sequences of Vim and VMamba) instead of two butterfly reductions.
+def lane_ptx(dstate: int, block_d: int, block_l: int, warps: int) -> bool:
+    """Whether the backward takes its cross-lane steps in inline PTX (N > 1 on 8-channel, 16-token one-warp tiles:
+    the short sequences of Vim and VMamba): the dB / dC channel sums as one reduce-scatter (``_reduce_scatter_8ch``)
+    instead of two butterfly reductions, the adjoint's flip in one shuffle per element (``_flip_16``).
 
     The butterflies took 24 of the state loop's 50 shuffles and a round trip through shared memory per state, and
     shuffles and shared memory share the L1's data pipe, the kernel's busiest unit (68% of its peak; 64% of its
     wavefronts were shuffles). H100, bf16, kernel ms (fifteenth session, benchmarks/selective_scan.md): Vim-T
     0.812 -> 0.762 with the reduce-scatter, 0.707 with B / C rows padded to whole chunks as well (their loads
     unmasked and vectorised: 8 of the 14 loads per state; alone that was 0.813, and 3.1 -> 3.8 ms at Vim-T 1248 px),
-    vanilla VMamba-T stage 3 4.22 -> 4.02. Inline PTX does not run in the interpreter, which sums as before."""
-    return SCATTER_SUMS and not INTERPRET and dstate > 1 and (block_d, block_l, warps) == (8, 16, 1)
+    0.691 with the flip and the fast softplus; vanilla VMamba-T stage 3 shapes 4.52 -> 3.89. Inline PTX does not
+    run in the interpreter, which keeps Triton's reductions."""
+    return LANE_PTX and not INTERPRET and dstate > 1 and (block_d, block_l, warps) == (8, 16, 1)
 
 
-def _scatter_layout_ok(compiled) -> bool:
-    """Whether a compiled backward hands ``_reduce_scatter_8ch`` its tiles laid out as the PTX assumes (4 tokens per
-    thread, lane = 4 x channel + token // 4), read from the compiled kernel's TTGIR. Triton picks the layout; this
-    one has held since Triton 3.5, and any other (or an unreadable TTGIR) turns the reduce-scatter off."""
+def _lane_ptx_layout_ok(compiled) -> bool:
+    """Whether a compiled backward hands its inline PTX the tiles laid out as the PTX assumes (4 tokens per thread,
+    lane = 4 x channel + token // 4), read from the compiled kernel's TTGIR. Triton picks the layout; any other (or
+    an unreadable TTGIR) turns the PTX off."""
     ttgir = compiled.asm.get('ttgir', '') if hasattr(compiled, 'asm') else ''
-    op = re.search(r'elementwise_inline_asm[^\n]*%laneid[^\n]*-> tensor<8x16xf32, (#[\w.]+)>', ttgir)
-    if op is None:
+    ops = re.findall(r'elementwise_inline_asm[^\n]*-> ([^\n]*)', ttgir)
+    if not ops:
         return False
-    layout = re.search(re.escape(op.group(1)) + r' = #\w+\.blocked<\{([^}]*)\}>', ttgir)
-    return layout is not None and all(
-        f in layout.group(1) for f in ('sizePerThread = [1, 4]', 'threadsPerWarp = [8, 4]', 'warpsPerCTA = [1, 1]',
-                                       'order = [1, 0]'))
+    for result in ops:
+        op = re.fullmatch(r'tensor<8x16xf32, (#[\w.]+)>[^\n]*', result)
+        layout = op and re.search(re.escape(op.group(1)) + r' = #\w+\.blocked<\{([^}]*)\}>', ttgir)
+        if not layout or not all(f in layout.group(1) for f in (
+                'sizePerThread = [1, 4]', 'threadsPerWarp = [8, 4]', 'warpsPerCTA = [1, 1]', 'order = [1, 0]')):
+            return False
+    return True
 
 
 def state_chunk(dstate: int, length: int) -> int:
@@ -1071,8 +1094,8 @@ def selective_scan_bwd(
     align = row_align(length, s_u[1], s_dt[1], s_z[1], s_do[1])
     A32 = A.float().contiguous()
     D, delta_bias = dense(D), dense(delta_bias)  # the kernels read them as rows
-    scatter = scatter_sums(dstate, block_d, block_l, warps) and C is not None and not return_hidden_states
-    if scatter:
+    lane_steps = lane_ptx(dstate, block_d, block_l, warps) and C is not None and not return_hidden_states
+    if lane_steps:
         # Rows padded to whole chunks (two small copies: 0.8 MB each at Vim-T) load without masks, vectorised.
         padded = cdiv(length, block_l) * block_l
         B = torch.nn.functional.pad(B, (0, padded - length))
@@ -1101,18 +1124,19 @@ def selective_scan_bwd(
             # Loading chunk c - 1 during chunk c pays where the chunk is all the work (N = 1: VMamba-T backward -5%
             # at stages 1-3, even at 4); at N = 16 the extra live tiles cost more (Vim-T's call 1.84 -> 2.39 ms).
             PREFETCH_CHUNK=dstate == 1, A_FROM_LOG=a_is_log, ROW_ALIGN=align,
-            # The fast softplus (see _FAST_MATH) pays at N = 1 and on long sequences (vanilla VMamba-T stage 1
-            # 24.13 -> 23.42 ms) and costs under the short N = 16 tile's register cap (Vim-T's call 1.84 -> 2.00).
-            FAST_SOFTPLUS=bool(_FAST_MATH) and (dstate == 1 or length >= 1024), BC_PADDED=scatter,
-            SCATTER_SUMS=scatter, num_warps=warps, **register_cap,
+            # The fast softplus (see _FAST_MATH) pays at N = 1, on long sequences (vanilla VMamba-T stage 1
+            # 24.13 -> 23.42 ms) and on the short N = 16 tiles with the PTX lane steps (Vim-T 0.709 -> 0.691 ms);
+            # without those it cost under the short tile's register cap (Vim-T's call 1.84 -> 2.00, ninth session).
+            FAST_SOFTPLUS=bool(_FAST_MATH) and (dstate == 1 or length >= 1024 or lane_steps), BC_PADDED=lane_steps,
+            LANE_PTX=lane_steps, num_warps=warps, **register_cap,
         )
-        if not _selective_scan_bwd_launch.launch(grid, args, meta, accept=_scatter_layout_ok if scatter else None):
-            # This Triton laid the tiles out otherwise than _reduce_scatter_8ch assumes: butterfly sums instead (the
-            # padded rows stay: masked loads read them as well).
-            announce('selective_scan:scatter_sums', 'selective_scan: the Triton backward sums dB / dC with '
-                     f'butterfly reductions (Triton {triton.__version__} laid out its tiles otherwise than the '
-                     'reduce-scatter assumes)', warn=True)
-            _selective_scan_bwd_launch.launch(grid, args, dict(meta, SCATTER_SUMS=False))
+        if not _selective_scan_bwd_launch.launch(grid, args, meta, accept=_lane_ptx_layout_ok if lane_steps else None):
+            # This Triton laid the tiles out otherwise than the PTX assumes: Triton's own reductions and flip instead
+            # (the padded rows stay: masked loads read them as well).
+            announce('selective_scan:lane_ptx', 'selective_scan: the Triton backward sums dB / dC with butterfly '
+                     f'reductions (Triton {triton.__version__} laid out its tiles otherwise than its inline PTX '
+                     'assumes)', warn=True)
+            _selective_scan_bwd_launch.launch(grid, args, dict(meta, LANE_PTX=False))
         if per_launch:
             torch.sum(rows[0], 2, out=_sliced(dB, part))
             if C is not None:

@@ -325,12 +325,12 @@ def test_triton_model_size_tiles_on_gpu(dtype, monkeypatch):
     for length in (197, 1100):
         inputs = make_inputs(device='cuda', dtype=dtype, batch=2, dim=96, groups=2, dstate=16, length=length)
         check_against_oracle(inputs, *GPU_TOLERANCES[dtype], backend='triton', delta_softplus=True)
-    # The short N = 16 backward sums dB / dC with the inline-PTX reduce-scatter (its layout check passed: the
-    # launcher accepted the compiled kernel), or, where the check fails, with the butterfly sums.
-    assert triton_backend.scatter_sums(16, 8, 16, 1)
-    launched = [entry[2] for key, entry in launcher.table.items() if ('SCATTER_SUMS', True) in key[-1]]
+    # The short N = 16 backward takes its cross-lane steps in inline PTX (its layout check passed: the launcher
+    # accepted the compiled kernel), or, where the check fails, Triton's reductions and flip.
+    assert triton_backend.lane_ptx(16, 8, 16, 1)
+    launched = [entry[2] for key, entry in launcher.table.items() if ('LANE_PTX', True) in key[-1]]
     assert launched and all(launched)
-    monkeypatch.setattr(triton_backend, '_scatter_layout_ok', lambda compiled: False)
+    monkeypatch.setattr(triton_backend, '_lane_ptx_layout_ok', lambda compiled: False)
     launcher.table.clear()
     inputs = make_inputs(device='cuda', dtype=dtype, batch=2, dim=96, groups=2, dstate=16, length=197)
     check_against_oracle(inputs, *GPU_TOLERANCES[dtype], backend='triton', delta_softplus=True)
@@ -406,9 +406,9 @@ def test_triton_backward_is_deterministic_with_rows_per_program(monkeypatch):
         assert torch.equal(first[name], second[name]), name
 
 
-def test_scatter_layout_check_reads_the_compiled_layout():
-    # The reduce-scatter's PTX assumes 4 tokens per thread, lane = 4 x channel + token // 4; the check reads the
-    # layout Triton gave its operands from the TTGIR and refuses any other (or none).
+def test_lane_ptx_layout_check_reads_the_compiled_layout():
+    # The backward's inline PTX assumes 4 tokens per thread, lane = 4 x channel + token // 4; the check reads the
+    # layout Triton gave every inline-asm op from the TTGIR and refuses any other (or none).
     triton_backend = pytest.importorskip('kernels.triton_backend')
 
     def compiled(size, threads):
@@ -418,6 +418,6 @@ def test_scatter_layout_check_reads_the_compiled_layout():
                  'tensor<8x16xf32, #blocked2>, tensor<8x16xf32, #blocked2> -> tensor<8x16xf32, #blocked2>\n')
         return type('Compiled', (), {'asm': {'ttgir': ttgir}})()
 
-    assert triton_backend._scatter_layout_ok(compiled('[1, 4]', '[8, 4]'))
-    assert not triton_backend._scatter_layout_ok(compiled('[1, 1]', '[2, 16]'))
-    assert not triton_backend._scatter_layout_ok(type('Compiled', (), {'asm': {'ttgir': ''}})())
+    assert triton_backend._lane_ptx_layout_ok(compiled('[1, 4]', '[8, 4]'))
+    assert not triton_backend._lane_ptx_layout_ok(compiled('[1, 1]', '[2, 16]'))
+    assert not triton_backend._lane_ptx_layout_ok(type('Compiled', (), {'asm': {'ttgir': ''}})())
