@@ -755,10 +755,10 @@ def lane_ptx(dstate: int, block_d: int, block_l: int, warps: int) -> bool:
     The butterflies took 24 of the state loop's 50 shuffles and a round trip through shared memory per state, and
     shuffles and shared memory share the L1's data pipe, the kernel's busiest unit (68% of its peak; 64% of its
     wavefronts were shuffles). H100, bf16, kernel ms (fifteenth session, benchmarks/selective_scan.md): Vim-T
-    0.812 -> 0.762 with the reduce-scatter, 0.707 with B / C rows padded to whole chunks as well (their loads
-    unmasked and vectorised: 8 of the 14 loads per state; alone that was 0.813, and 3.1 -> 3.8 ms at Vim-T 1248 px),
-    0.691 with the flip and the fast softplus; vanilla VMamba-T stage 3 shapes 4.52 -> 3.89. Inline PTX does not
-    run in the interpreter, which keeps Triton's reductions."""
+    0.812 -> 0.762 with the reduce-scatter, 0.707 with B / C rows padded to whole chunks as well (loaded unmasked
+    and vectorised, 8 of the 14 loads per state become 2; alone that was 0.813, and 3.1 -> 3.8 ms at Vim-T 1248 px),
+    0.691 with the flip and the fast softplus; vanilla VMamba-T's stage 3 shape about -12% (two runs chained). Inline
+    PTX does not run in the interpreter, which keeps Triton's reductions."""
     return LANE_PTX and not INTERPRET and dstate > 1 and (block_d, block_l, warps) == (8, 16, 1)
 
 
