@@ -471,3 +471,11 @@ def test_combine_rounds_takes_medians_and_the_largest_peak():
     # An even count: the lower middle round, img/s and step time from the same round.
     result = benchmark.combine_rounds(rounds + [replace(rounds[0], train_img_s=400.0, train_step_ms=10.0)])
     assert (result.train_img_s, result.train_step_ms) == (200.0, 20.0)
+
+
+def test_build_official_scan_names_a_missing_source(tmp_path):
+    # The benchmark's baseline builder refuses a directory that is not a mamba checkout before touching nvcc.
+    from tools import build_official_scan
+    with pytest.raises(SystemExit, match='selective_scan.cpp'):
+        build_official_scan.main(['--src', str(tmp_path), '--out', str(tmp_path / 'build')])
+    assert not (tmp_path / 'build').exists()
