@@ -1132,7 +1132,7 @@ def selective_scan_bwd(
         )
         if not _selective_scan_bwd_launch.launch(grid, args, meta, accept=_lane_ptx_layout_ok if lane_steps else None):
             # This Triton laid the tiles out otherwise than the PTX assumes: Triton's own reductions and flip instead
-            # (the padded rows stay: masked loads read them as well).
+            # (the padded B / C rows stay, still loaded unmasked).
             announce('selective_scan:lane_ptx', 'selective_scan: the Triton backward sums dB / dC with butterfly '
                      f'reductions (Triton {triton.__version__} laid out its tiles otherwise than its inline PTX '
                      'assumes)', warn=True)
