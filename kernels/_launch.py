@@ -60,16 +60,15 @@ class CachedLauncher:
                tuple(meta.items()))
         entry = self.table.get(key)
         if entry is None:
-            accepted = True
-            if accept is not None:
-                compiled = self.kernel.warmup(*args, grid=grid, **meta)
-                accepted = accept(compiled)
-                if accepted:
-                    self.kernel[grid](*args, **meta)
-            else:
+            if accept is None:
                 compiled = self.kernel[grid](*args, **meta)
+            else:
+                compiled = self.kernel.warmup(*args, grid=grid, **meta)
             if hasattr(compiled, 'result'):  # an asynchronous compile's future
                 compiled = compiled.result()
+            accepted = accept is None or accept(compiled)
+            if accept is not None and accepted:
+                self.kernel[grid](*args, **meta)
             if len(self.table) >= _MAX_ENTRIES:
                 self.table.clear()
             # The launcher takes every parameter in order, constexprs included (it skips them).

@@ -36,3 +36,49 @@ def test_repeated_launches_tell_dtypes_alignments_and_scalars_apart():
                 torch.testing.assert_close(got, (want.float() * scale).to(dtype), rtol=0, atol=0)
     # dtype x alignment x (unscaled, scaled), the third launch of each a hit.
     assert len(launcher.table) == 8
+
+
+def test_accept_refuses_a_compiled_kernel_before_it_runs(monkeypatch):
+    """With ``accept``, a miss compiles without running (Triton's warmup), runs only what ``accept`` takes, and
+    remembers the verdict: later calls with the same key neither compile nor run a refused kernel."""
+    from kernels import _launch
+
+    class Compiled:
+        def __init__(self, log):
+            self.log = log
+
+        def __getitem__(self, grid):
+            return lambda *args: self.log.append('compiled launch')
+
+    class Kernel:
+        arg_names = ['x_ptr', 'n', 'OK']
+        __name__ = 'kernel'
+
+        def __init__(self):
+            self.log = []
+
+        def warmup(self, *args, grid, **meta):
+            self.log.append('warmup')
+            return Compiled(self.log)
+
+        def __getitem__(self, grid):
+            return lambda *args, **meta: self.log.append('launch')
+
+    monkeypatch.setattr(_launch, 'driver', type('Driver', (), {'active': type('Active', (), {
+        'get_current_device': staticmethod(lambda: 0)})}))
+    kernel = Kernel()
+    launcher = CachedLauncher(kernel)
+    launcher.enabled = True
+    x = torch.zeros(4)
+
+    def accept_if(ok):
+        def accept(compiled):
+            assert isinstance(compiled, Compiled)
+            kernel.log.append('accept')
+            return ok
+        return accept
+
+    for ok in (False, True):
+        for _ in range(2):
+            assert launcher.launch((1,), (x, 4), {'OK': ok}, accept=accept_if(ok)) is ok
+    assert kernel.log == ['warmup', 'accept', 'warmup', 'accept', 'launch', 'compiled launch']
