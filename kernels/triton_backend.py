@@ -23,7 +23,7 @@ Padded positions (tail of the last chunk, channels past the group) are forced to
 import inspect
 import os
 import re
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import triton
@@ -747,6 +747,94 @@ def _selective_scan_bwd_kernel(
 _selective_scan_bwd_launch = CachedLauncher(_selective_scan_bwd_kernel)
 
 
+@triton.jit
+def _sum_parts(x_ptr, out_ptr, o, parts, inner, PARTS: tl.constexpr, BLOCK: tl.constexpr):
+    """out[o, i] = sum over p of x[o, p, i] for this program's BLOCK positions i, in float32, stored in out's dtype."""
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    p = tl.arange(0, PARTS)
+    rows = x_ptr + (o * parts + p[:, None]) * inner + i[None, :]
+    acc = tl.zeros([PARTS, BLOCK], tl.float32)
+    # [PARTS, BLOCK] tiles summed elementwise, reduced over the parts once: many loads in flight per thread.
+    for p0 in range(0, parts, PARTS):
+        acc += tl.load(rows + p0 * inner, mask=(p0 + p < parts)[:, None] & (i < inner)[None, :], other=0.0)
+    tl.store(out_ptr + o * inner + i, tl.sum(acc, axis=0).to(out_ptr.dtype.element_ty), mask=i < inner)
+
+
+@triton.jit
+def _sum_parts_kernel(x0_ptr, x1_ptr, x2_ptr, out0_ptr, out1_ptr, out2_ptr, parts, inner0, inner1, inner2,
+                      PARTS: tl.constexpr, BLOCK: tl.constexpr):
+    """Up to three sums over the middle axis of float32 (outer, parts, inner) tensors, tensor k on grid axis 2: the
+    backward's per-program dB / dC rows, and its per-sample dA / dD / delta-bias gradients."""
+    o = tl.program_id(1).to(tl.int64)
+    k = tl.program_id(2)
+    if k == 0:
+        _sum_parts(x0_ptr, out0_ptr, o, parts, inner0, PARTS, BLOCK)
+    elif k == 1:
+        _sum_parts(x1_ptr, out1_ptr, o, parts, inner1, PARTS, BLOCK)
+    else:
+        _sum_parts(x2_ptr, out2_ptr, o, parts, inner2, PARTS, BLOCK)
+
+
+_sum_parts_launch = CachedLauncher(_sum_parts_kernel)
+
+
+@triton.jit
+def _pad_rows_kernel(B_ptr, C_ptr, B_out_ptr, C_out_ptr, L, L_pad, groups, dstate, s_B_b, s_B_g, s_B_n, s_C_b, s_C_g,
+                     s_C_n, BLOCK: tl.constexpr):
+    """Row r = (batch, group, state) of B (grid axis 1: 0) or C (1) copied to its padded row r, zeros past L."""
+    r = tl.program_id(0)
+    n = r % dstate
+    g = (r // dstate) % groups
+    b = (r // (dstate * groups)).to(tl.int64)
+    t = tl.arange(0, BLOCK)
+    out = r.to(tl.int64) * L_pad + t
+    if tl.program_id(1) == 0:
+        row = tl.load(B_ptr + b * s_B_b + g * s_B_g + n * s_B_n + t, mask=t < L, other=0.0)
+        tl.store(B_out_ptr + out, row, mask=t < L_pad)
+    else:
+        row = tl.load(C_ptr + b * s_C_b + g * s_C_g + n * s_C_n + t, mask=t < L, other=0.0)
+        tl.store(C_out_ptr + out, row, mask=t < L_pad)
+
+
+_pad_rows_launch = CachedLauncher(_pad_rows_kernel)
+
+
+def padded_rows(B: torch.Tensor, C: torch.Tensor, length: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """B and C (batch, G, N, L), last dim contiguous, as contiguous copies with rows zero-padded to ``length``
+    tokens, in one launch (two F.pad calls took four)."""
+    batch, groups, dstate, L = B.shape
+    B_out = torch.empty(batch, groups, dstate, length, device=B.device, dtype=B.dtype)
+    C_out = torch.empty(batch, groups, dstate, length, device=C.device, dtype=C.dtype)
+    if B_out.numel():
+        _pad_rows_launch[(batch * groups * dstate, 2)](
+            B, C, B_out, C_out, L, length, groups, dstate, *_strides(B, 3), *_strides(C, 3), BLOCK=next_pow2(length),
+            num_warps=1 if length <= 256 else 4)
+    return B_out, C_out
+
+
+def sum_parts(xs: Sequence[torch.Tensor], outs: Sequence[torch.Tensor], outer: int, parts: int) -> None:
+    """outs[k] = xs[k].view(outer, parts, -1).sum(1) for up to three contiguous pairs (xs float32, outs of any float
+    dtype with outer * inner elements), in one launch. The backward's gradient sums and casts took torch a reduction
+    and a cast each: at Vim-T 87 us of reductions and 8 launches per call."""
+    if not 1 <= len(xs) == len(outs) <= 3:
+        raise ValueError(f'sum_parts: takes 1 to 3 (x, out) pairs, got {len(xs)} and {len(outs)}')
+    inner = []
+    for x, out in zip(xs, outs):
+        if not (x.is_contiguous() and out.is_contiguous() and x.dtype == torch.float32
+                and x.numel() == out.numel() * parts and out.numel() % max(outer, 1) == 0):
+            raise ValueError(f'sum_parts: expected contiguous float32 x of outer x parts x inner = {outer} x {parts} '
+                             f'x inner and contiguous out of outer x inner, got {tuple(x.shape)} {x.dtype} and '
+                             f'{tuple(out.shape)}')
+        inner.append(out.numel() // max(outer, 1))
+    if outer == 0 or max(inner) == 0:
+        return
+    block = min(256, next_pow2(max(inner)))
+    padded = list(zip(xs, outs, inner)) + [(xs[0], outs[0], 0)] * (3 - len(xs))
+    _sum_parts_launch[(cdiv(max(inner), block), outer, len(xs))](
+        *(x for x, _, _ in padded), *(o for _, o, _ in padded), parts, *(n for _, _, n in padded),
+        PARTS=min(16, next_pow2(parts)), BLOCK=block, num_warps=4)
+
+
 def lane_ptx(dstate: int, block_d: int, block_l: int, warps: int) -> bool:
     """Whether the backward takes its cross-lane steps in inline PTX (N > 1 on 8-channel, 16-token one-warp tiles:
     the short sequences of Vim and VMamba): the dB / dC channel sums as one reduce-scatter (``_reduce_scatter_8ch``)
@@ -1078,9 +1166,12 @@ def selective_scan_bwd(
     dz = torch.empty(batch, dim, length, device=u.device, dtype=z.dtype) if z is not None else None
     dA = torch.empty(batch, dim, dstate, **f32)
     per_launch = partial_batch(batch, groups, dstate, length, blocks_per_group, C is not None)
-    new_sums = torch.empty if per_launch else torch.zeros
-    dB = new_sums(batch, groups, dstate, length, **f32)
-    dC = new_sums(batch, groups, dstate, length, **f32) if C is not None else None
+    if per_launch:  # sums of the per-program rows, cast as they are stored
+        dB = torch.empty(batch, groups, dstate, length, device=u.device, dtype=B.dtype)
+        dC = torch.empty(batch, groups, dstate, length, device=u.device, dtype=C.dtype) if C is not None else None
+    else:  # float32 rows the programs add to
+        dB = torch.zeros(batch, groups, dstate, length, **f32)
+        dC = torch.zeros(batch, groups, dstate, length, **f32) if C is not None else None
     dD = torch.empty(batch, dim, **f32)
     dbias = torch.empty(batch, dim, **f32)
     if per_launch:
@@ -1097,9 +1188,7 @@ def selective_scan_bwd(
     lane_steps = lane_ptx(dstate, block_d, block_l, warps) and C is not None and not return_hidden_states
     if lane_steps:
         # Rows padded to whole chunks (two small copies: 0.8 MB each at Vim-T) load without masks, vectorised.
-        padded = cdiv(length, block_l) * block_l
-        B = torch.nn.functional.pad(B, (0, padded - length))
-        C = torch.nn.functional.pad(C, (0, padded - length))
+        B, C = padded_rows(B, C, cdiv(length, block_l) * block_l)
     step = per_launch or max(batch, 1)
     for start in range(0, batch, step):
         part = slice(start, min(batch, start + step))
@@ -1138,11 +1227,16 @@ def selective_scan_bwd(
                      'assumes)', warn=True)
             _selective_scan_bwd_launch.launch(grid, args, dict(meta, LANE_PTX=False))
         if per_launch:
-            torch.sum(rows[0], 2, out=_sliced(dB, part))
-            if C is not None:
-                torch.sum(rows[1], 2, out=_sliced(dC, part))
-    return (
-        du, ddelta, dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype) if dC is not None else None,
-        dD.sum(0).to(D.dtype) if D is not None else None, dz,
-        dbias.sum(0).to(delta_bias.dtype) if delta_bias is not None else None,
-    )
+            sum_parts([r for r in rows if r is not None], [_sliced(x, part) for x in (dB, dC) if x is not None],
+                      n * groups, blocks_per_group)
+    if not per_launch:
+        dB, dC = dB.to(B.dtype), dC.to(C.dtype) if dC is not None else None
+    # The per-sample dA / dD / delta-bias gradients summed over the batch.
+    params = [(dA, torch.empty(dim, dstate, device=u.device, dtype=A.dtype))]
+    params += [(x, torch.empty(dim, device=u.device, dtype=p.dtype)) for x, p in ((dD, D), (dbias, delta_bias))
+               if p is not None]
+    sum_parts([x for x, _ in params], [out for _, out in params], 1, batch)
+    sums = iter(out for _, out in params)
+    dA = next(sums)
+    return (du, ddelta, dA, dB, dC, next(sums) if D is not None else None, dz,
+            next(sums) if delta_bias is not None else None)

@@ -421,3 +421,34 @@ def test_lane_ptx_layout_check_reads_the_compiled_layout():
     assert triton_backend._lane_ptx_layout_ok(compiled('[1, 4]', '[8, 4]'))
     assert not triton_backend._lane_ptx_layout_ok(compiled('[1, 1]', '[2, 16]'))
     assert not triton_backend._lane_ptx_layout_ok(type('Compiled', (), {'asm': {'ttgir': ''}})())
+
+
+@pytest.mark.skipif(TRITON_DEVICE is None, reason='needs CUDA or the Triton interpreter')
+@pytest.mark.parametrize('outer, parts, inners, dtype', [(6, 48, (3152, 3152), torch.bfloat16),
+                                                         (1, 5, (37, 1, 16), torch.float32)])
+def test_sum_parts_sums_the_middle_axis_and_casts(outer, parts, inners, dtype):
+    # The backward's finishing sums: per-program dB / dC rows (48 programs of a group) and per-sample parameter
+    # gradients, several tensors in one launch, parts not a multiple of the kernel's 16-part tiles.
+    from kernels import triton_backend
+    gen = torch.Generator().manual_seed(0)
+    xs = [torch.randn(outer, parts, n, generator=gen).to(TRITON_DEVICE) for n in inners]
+    outs = [torch.full((outer, n), float('nan'), dtype=dtype, device=TRITON_DEVICE) for n in inners]
+    triton_backend.sum_parts(xs, outs, outer, parts)
+    for x, out in zip(xs, outs):
+        assert out.dtype == dtype
+        assert_close(out, x.double().sum(1).to(dtype), 1e-2 if dtype == torch.bfloat16 else 1e-6, 1e-6, 'sum')
+    with pytest.raises(ValueError, match='contiguous float32 x'):
+        triton_backend.sum_parts([xs[0].double()], [outs[0]], outer, parts)
+
+
+@pytest.mark.skipif(TRITON_DEVICE is None, reason='needs CUDA or the Triton interpreter')
+def test_padded_rows_copies_strided_rows_with_zero_tails():
+    # The backward's B / C rows padded to whole chunks, from strided views as the fused projection passes them.
+    from kernels import triton_backend
+    x_dbl = torch.randn(3, 2, 4 + 2 * 5, 37).to(TRITON_DEVICE)
+    B, C = x_dbl[:, :, 4:9], x_dbl[:, :, 9:].to(torch.float64)
+    B_pad, C_pad = triton_backend.padded_rows(B, C, 48)
+    assert B_pad.shape == C_pad.shape == (3, 2, 5, 48) and (B_pad.dtype, C_pad.dtype) == (B.dtype, C.dtype)
+    assert B_pad.is_contiguous() and C_pad.is_contiguous()
+    assert torch.equal(B_pad[..., :37], B) and torch.equal(C_pad[..., :37], C)
+    assert not B_pad[..., 37:].any() and not C_pad[..., 37:].any()
