@@ -488,25 +488,114 @@ def _reduce_scatter_8ch(pb, pc):
 
 
 @triton.jit
-def _flip_16(x):
-    """tl.flip(x, 1) of an [8 channels, 16 tokens] tile laid out as _reduce_scatter_8ch takes it: token 4g + s of
-    lane (ch, g) goes to slot 3 - s of lane (ch, 3 - g), one shuffle per slot (tl.flip takes two)."""
+def _scan_4lanes(a, b, h0):
+    """The states h_t = a_t h_{t-1} + b_t of [8 channels, 16 tokens] tiles laid out as _reduce_scatter_8ch takes them,
+    from the chunk-start state h0 (read in the channel's first token lane): each thread scans its 4 tokens, then the
+    4 token lanes combine their totals with the start state folded into the first, 4 shuffles (tl.associative_scan
+    takes 6, plus the fold)."""
     return tl.inline_asm_elementwise(
         asm="""
-        shfl.sync.bfly.b32 $0, $7, 3, 31, -1;
-        shfl.sync.bfly.b32 $1, $6, 3, 31, -1;
-        shfl.sync.bfly.b32 $2, $5, 3, 31, -1;
-        shfl.sync.bfly.b32 $3, $4, 3, 31, -1;
+        {
+        .reg .pred first, q;
+        .reg .b32 ln;
+        .reg .f32 pa1, pa2, pa3, pb1, pb2, pb3, ta, tb, ra, rb, hin;
+        mov.u32 ln, %laneid;
+        and.b32 ln, ln, 3;
+        setp.eq.u32 first, ln, 0;
+        mul.f32 pa1, $5, $4;
+        fma.rn.f32 pb1, $5, $8, $9;
+        mul.f32 pa2, $6, pa1;
+        fma.rn.f32 pb2, $6, pb1, $10;
+        mul.f32 pa3, $7, pa2;
+        fma.rn.f32 pb3, $7, pb2, $11;
+        fma.rn.f32 tb, pa3, $12, pb3;
+        selp.f32 tb, tb, pb3, first;
+        selp.f32 ta, 0f00000000, pa3, first;
+        shfl.sync.up.b32 ra, ta, 1, 0, -1;
+        shfl.sync.up.b32 rb, tb, 1, 0, -1;
+        @!first fma.rn.f32 tb, ta, rb, tb;
+        @!first mul.f32 ta, ta, ra;
+        shfl.sync.up.b32 rb, tb, 2, 0, -1;
+        setp.gt.u32 q, ln, 1;
+        @q fma.rn.f32 tb, ta, rb, tb;
+        shfl.sync.up.b32 hin, tb, 1, 0, -1;
+        selp.f32 hin, $12, hin, first;
+        fma.rn.f32 $0, $4, hin, $8;
+        fma.rn.f32 $1, pa1, hin, pb1;
+        fma.rn.f32 $2, pa2, hin, pb2;
+        fma.rn.f32 $3, pa3, hin, pb3;
+        }
         """,
-        constraints='=f,=f,=f,=f,f,f,f,f', args=[x], dtype=tl.float32, is_pure=True, pack=4)
+        constraints='=f,=f,=f,=f,f,f,f,f,f,f,f,f,f,f,f,f',
+        args=[a, b, h0], dtype=tl.float32, is_pure=True, pack=4)
+
+
+@triton.jit
+def _adjoint_scan_4lanes(a_next, v, carry, n):
+    """The adjoint g_t = v_t + a_{t+1} g_{t+1} of state n over [8 channels, 16 tokens] tiles laid out as
+    _reduce_scatter_8ch takes them, in token order (no flips), from g at the later chunk's first token: column n of the
+    [8 channels, 16] tile ``carry``. Each thread scans its 4 tokens backwards, then the token lanes combine totals
+    with the carry folded into the last, 4 shuffles, plus one to fetch the carry and one to return the first token's
+    g to every lane of its channel (the next chunk's carry, second result)."""
+    return tl.inline_asm_elementwise(
+        asm="""
+        {
+        .reg .pred last, q, s1, s2, s3;
+        .reg .b32 ln, tok, base, src, slot;
+        .reg .f32 qa0, qa1, qa2, qb0, qb1, qb2, ta, tb, ra, rb, gin, c;
+        mov.u32 ln, %laneid;
+        and.b32 tok, ln, 3;
+        and.b32 base, ln, 28;
+        setp.eq.u32 last, tok, 3;
+        mul.f32 qa2, $10, $11;
+        fma.rn.f32 qb2, $10, $15, $14;
+        mul.f32 qa1, $9, qa2;
+        fma.rn.f32 qb1, $9, qb2, $13;
+        mul.f32 qa0, $8, qa1;
+        fma.rn.f32 qb0, $8, qb1, $12;
+        and.b32 slot, $20, 3;
+        setp.eq.u32 s1, slot, 1;
+        setp.eq.u32 s2, slot, 2;
+        setp.eq.u32 s3, slot, 3;
+        mov.f32 c, $16;
+        @s1 mov.f32 c, $17;
+        @s2 mov.f32 c, $18;
+        @s3 mov.f32 c, $19;
+        shr.u32 src, $20, 2;
+        or.b32 src, base, src;
+        shfl.sync.idx.b32 c, c, src, 31, -1;
+        fma.rn.f32 tb, qa0, c, qb0;
+        selp.f32 tb, tb, qb0, last;
+        selp.f32 ta, 0f00000000, qa0, last;
+        shfl.sync.down.b32 ra, ta, 1, 31, -1;
+        shfl.sync.down.b32 rb, tb, 1, 31, -1;
+        @!last fma.rn.f32 tb, ta, rb, tb;
+        @!last mul.f32 ta, ta, ra;
+        shfl.sync.down.b32 rb, tb, 2, 31, -1;
+        setp.lt.u32 q, tok, 2;
+        @q fma.rn.f32 tb, ta, rb, tb;
+        shfl.sync.down.b32 gin, tb, 1, 31, -1;
+        selp.f32 gin, c, gin, last;
+        fma.rn.f32 $0, qa0, gin, qb0;
+        fma.rn.f32 $1, qa1, gin, qb1;
+        fma.rn.f32 $2, qa2, gin, qb2;
+        fma.rn.f32 $3, $11, gin, $15;
+        shfl.sync.idx.b32 $4, $0, base, 31, -1;
+        mov.f32 $5, $4;
+        mov.f32 $6, $4;
+        mov.f32 $7, $4;
+        }
+        """,
+        constraints='=f,=f,=f,=f,=f,=f,=f,=f,f,f,f,f,f,f,f,f,f,f,f,f,r,r,r,r',
+        args=[a_next, v, carry, n], dtype=(tl.float32, tl.float32), is_pure=True, pack=4)
 
 
 @triton.jit
 def _bwd_state_loads(n, A_row, d_mask, B_row, C_row, C_row_rev, t_mask, t_rev_mask, h0_row, s_B_n, s_C_n,
                      HAS_STATES: tl.constexpr, STATES_OUT: tl.constexpr, A_FROM_LOG: tl.constexpr,
-                     BC_PADDED: tl.constexpr):
-    """State n's A column, B / C rows (C also at reversed positions; unmasked where the rows are padded to whole
-    chunks) and chunk-start state."""
+                     BC_PADDED: tl.constexpr, C_REV: tl.constexpr):
+    """State n's A column, B / C rows (with C_REV, C also at reversed positions; unmasked where the rows are padded
+    to whole chunks) and chunk-start state."""
     An = _load_A(A_row + n, d_mask, A_FROM_LOG)
     if BC_PADDED:
         Bn = tl.load(B_row + n * s_B_n).to(tl.float32)
@@ -520,17 +609,19 @@ def _bwd_state_loads(n, A_row, d_mask, B_row, C_row, C_row_rev, t_mask, t_rev_ma
     if not STATES_OUT:
         if BC_PADDED:
             Cn = tl.load(C_row + n * s_C_n).to(tl.float32)
-            Cn_rev = tl.load(C_row_rev + n * s_C_n).to(tl.float32)
+            if C_REV:
+                Cn_rev = tl.load(C_row_rev + n * s_C_n).to(tl.float32)
         else:
             Cn = tl.load(C_row + n * s_C_n, mask=t_mask, other=0.0).to(tl.float32)
-            Cn_rev = tl.load(C_row_rev + n * s_C_n, mask=t_rev_mask, other=0.0).to(tl.float32)
+            if C_REV:
+                Cn_rev = tl.load(C_row_rev + n * s_C_n, mask=t_rev_mask, other=0.0).to(tl.float32)
     return An, Bn, h0, Cn, Cn_rev
 
 
 @triton.jit
 def _bwd_chunk_loads(c, j, L, d_mask, u_base, dt_base, do_base, z_base, A_row, B_base, C_base, st_base, s_B_n, s_C_n,
                      BLOCK_L: tl.constexpr, N_PAD: tl.constexpr, HAS_Z: tl.constexpr, HAS_STATES: tl.constexpr,
-                     STATES_OUT: tl.constexpr, A_FROM_LOG: tl.constexpr, BC_PADDED: tl.constexpr):
+                     STATES_OUT: tl.constexpr, A_FROM_LOG: tl.constexpr, BC_PADDED: tl.constexpr, C_REV: tl.constexpr):
     """Chunk c's input tiles as stored (u, delta, delta one token later, dout, z) and its first state's rows."""
     t = c * BLOCK_L + j
     t_rev = c * BLOCK_L + (BLOCK_L - 1 - j)
@@ -546,7 +637,7 @@ def _bwd_chunk_loads(c, j, L, d_mask, u_base, dt_base, do_base, z_base, A_row, B
             z_raw = tl.load(z_base + t[None, :], mask=m2, other=0.0)
     An, Bn, h0, Cn, Cn_rev = _bwd_state_loads(0, A_row, d_mask, B_base + t, C_base + t, C_base + t_rev, t < L,
                                               t_rev < L, st_base + c * N_PAD, s_B_n, s_C_n, HAS_STATES, STATES_OUT,
-                                              A_FROM_LOG, BC_PADDED)
+                                              A_FROM_LOG, BC_PADDED, C_REV)
     return u_raw, delta_raw, delta_next_raw, dout_raw, z_raw, An, Bn, h0, Cn, Cn_rev
 
 
@@ -595,7 +686,8 @@ def _selective_scan_bwd_kernel(
     n_chunks = tl.cdiv(L, BLOCK_L)
     st_base = states_ptr + ((b * dim + d) * n_chunks) * N_PAD
 
-    carry = tl.zeros([BLOCK_D, N_PAD], tl.float32)  # adjoint g at the first token of the later chunk
+    # The adjoint g at the first token of the later chunk, state n in column n.
+    carry = tl.zeros([BLOCK_D, BLOCK_L if LANE_PTX else N_PAD], tl.float32)
     dA_acc = tl.zeros([BLOCK_D, N_PAD], tl.float32)
     dD_acc = tl.zeros([BLOCK_D], tl.float32)
     dbias_acc = tl.zeros([BLOCK_D], tl.float32)
@@ -612,7 +704,7 @@ def _selective_scan_bwd_kernel(
         u_next, delta_next, delta1_next, dout_next, z_next, A0_next, B0_next, h00_next, C0_next, C0_rev_next = \
             _bwd_chunk_loads(n_chunks - 1, j, L, d_mask, u_base, dt_base, do_base, z_base, A_ptr + d * N, B_base,
                              C_base, st_base, s_B_n, s_C_n, BLOCK_L, N_PAD, HAS_Z, HAS_STATES, STATES_OUT, A_FROM_LOG,
-                             BC_PADDED)
+                             BC_PADDED, not LANE_PTX)
     for i in tl.range(0, n_chunks, disable_licm=N > 1):
         c = n_chunks - 1 - i
         t = c * BLOCK_L + j
@@ -626,12 +718,12 @@ def _selective_scan_bwd_kernel(
             u_next, delta_next, delta1_next, dout_next, z_next, A0_next, B0_next, h00_next, C0_next, C0_rev_next = \
                 _bwd_chunk_loads(tl.maximum(c - 1, 0), j, L, d_mask, u_base, dt_base, do_base, z_base, A_ptr + d * N,
                                  B_base, C_base, st_base, s_B_n, s_C_n, BLOCK_L, N_PAD, HAS_Z, HAS_STATES, STATES_OUT,
-                                 A_FROM_LOG, BC_PADDED)
+                                 A_FROM_LOG, BC_PADDED, not LANE_PTX)
         else:
             u_raw, delta_raw, delta1_raw, dout_raw, z_raw, An_next, Bn_next, h0_next, Cn_next, Cn_rev_next = \
                 _bwd_chunk_loads(c, j, L, d_mask, u_base, dt_base, do_base, z_base, A_ptr + d * N, B_base, C_base,
                                  st_base, s_B_n, s_C_n, BLOCK_L, N_PAD, HAS_Z, HAS_STATES, STATES_OUT, A_FROM_LOG,
-                                 BC_PADDED)
+                                 BC_PADDED, not LANE_PTX)
         uu = u_raw.to(tl.float32)
         raw, dt = _step_size(delta_raw, m2, bias, HAS_BIAS, SOFTPLUS, FAST_SOFTPLUS)
         dtu = dt * uu
@@ -647,14 +739,16 @@ def _selective_scan_bwd_kernel(
                 sz = tl.sigmoid(zz)
                 dy = dout * zz * sz
         y = Dv[:, None] * uu  # pre-gate output, rebuilt state by state for dz
-        # The adjoint scan runs forward over the chunk in reverse order (t_rev): Triton's reverse scan flips its two
-        # inputs and two outputs through lane shuffles per state; here dt(t + 1) and dy are flipped once per chunk,
-        # C (or the states' gradient) is loaded at reversed positions, and only the adjoint is flipped per state.
+        # Without the PTX scans, the adjoint scan runs forward over the chunk in reverse order (t_rev): Triton's reverse
+        # scan flips its two inputs and two outputs through lane shuffles per state; here dt(t + 1) and dy are
+        # flipped once per chunk, C (or the states' gradient) is loaded at reversed positions, and only the adjoint
+        # is flipped per state. The PTX scans run in either direction in token order.
         t_rev = c * BLOCK_L + (BLOCK_L - 1 - j)
         m2_rev = d_mask[:, None] & (t_rev < L)[None, :]
-        dt_next_rev = tl.flip(dt_next, 1)
-        if not STATES_OUT:
-            dy_rev = tl.flip(dy, 1)
+        if not LANE_PTX:
+            dt_next_rev = tl.flip(dt_next, 1)
+            if not STATES_OUT:
+                dy_rev = tl.flip(dy, 1)
         gB = tl.zeros([BLOCK_D, BLOCK_L], tl.float32)
         ddt = tl.zeros([BLOCK_D, BLOCK_L], tl.float32)
         if LANE_PTX:
@@ -672,26 +766,33 @@ def _selective_scan_bwd_kernel(
             if N > 1:
                 An_next, Bn_next, h0_next, Cn_next, Cn_rev_next = _bwd_state_loads(
                     tl.minimum(n + 1, N - 1), A_ptr + d * N, d_mask, B_base + t, C_base + t, C_base + t_rev, t_mask,
-                    t_rev < L, st_base + c * N_PAD, s_B_n, s_C_n, HAS_STATES, STATES_OUT, A_FROM_LOG, BC_PADDED)
+                    t_rev < L, st_base + c * N_PAD, s_B_n, s_C_n, HAS_STATES, STATES_OUT, A_FROM_LOG, BC_PADDED,
+                    not LANE_PTX)
             A2n = An * 1.4426950408889634
             a = tl.exp2(dt * A2n[:, None])
             bx = dtu * Bn[None, :]
-            pa, pb = tl.associative_scan((a, bx), axis=1, combine_fn=_combine)
-            hh = pb + pa * h0[:, None]
-            if STATES_OUT:
-                v_rev = tl.load(do_base + n * s_do_n + t_rev[None, :], mask=m2_rev, other=0.0).to(tl.float32)
-            else:
-                v_rev = dy_rev * Cn_rev[None, :]
-                y += hh * Cn[None, :]
-                if not LANE_PTX:
-                    _add_partial(dC_base + n * L + t, tl.sum(hh * dy, axis=0), t_mask, ATOMIC)
-            a_next = tl.exp2(dt_next_rev * A2n[:, None])
-            ra, rg = tl.associative_scan((a_next, v_rev), axis=1, combine_fn=_combine)
-            carry_n = tl.sum(tl.where(nn[None, :] == n, carry, 0.0), axis=1)
             if LANE_PTX:
-                gg = _flip_16(rg + ra * carry_n[:, None])
+                hh = _scan_4lanes(a, bx, h0[:, None] + tl.zeros_like(a))
+                y += hh * Cn[None, :]
+                # carry: column n of a [channels, 16] tile (lane_ptx takes N <= 16).
+                gg, g_first = _adjoint_scan_4lanes(tl.exp2(dt_next * A2n[:, None]), dy * Cn[None, :], carry,
+                                                   n + tl.zeros([BLOCK_D, BLOCK_L], tl.int32))
+                carry = tl.where(j[None, :] == n, g_first, carry)
             else:
+                pa, pb = tl.associative_scan((a, bx), axis=1, combine_fn=_combine)
+                hh = pb + pa * h0[:, None]
+                if STATES_OUT:
+                    v_rev = tl.load(do_base + n * s_do_n + t_rev[None, :], mask=m2_rev, other=0.0).to(tl.float32)
+                else:
+                    v_rev = dy_rev * Cn_rev[None, :]
+                    y += hh * Cn[None, :]
+                    _add_partial(dC_base + n * L + t, tl.sum(hh * dy, axis=0), t_mask, ATOMIC)
+                a_next = tl.exp2(dt_next_rev * A2n[:, None])
+                ra, rg = tl.associative_scan((a_next, v_rev), axis=1, combine_fn=_combine)
+                carry_n = tl.sum(tl.where(nn[None, :] == n, carry, 0.0), axis=1)
                 gg = tl.flip(rg + ra * carry_n[:, None], 1)
+                g_first = tl.sum(tl.where(j[None, :] == 0, gg, 0.0), axis=1)
+                carry = tl.where(nn[None, :] == n, g_first[:, None], carry)
             gB += gg * Bn[None, :]
             g_ah = gg * (hh - bx)  # a_t * h_{t-1} = h_t - b_t: no second scan
             ddt += g_ah * An[:, None]
@@ -708,8 +809,6 @@ def _selective_scan_bwd_kernel(
                 _add_partial(rs_base + n * L, sums, rs_mask, ATOMIC)
             else:
                 _add_partial(dB_base + n * L + t, tl.sum(gg * dtu, axis=0), t_mask, ATOMIC)
-            g_first = tl.sum(tl.where(j[None, :] == 0, gg, 0.0), axis=1)
-            carry = tl.where(nn[None, :] == n, g_first[:, None], carry)
         du = gB * dt
         ddt += gB * uu
         if not STATES_OUT:
@@ -847,7 +946,7 @@ def lane_ptx(dstate: int, block_d: int, block_l: int, warps: int) -> bool:
     and vectorised, 8 of the 14 loads per state become 2; alone that was 0.813, and 3.1 -> 3.8 ms at Vim-T 1248 px),
     0.691 with the flip and the fast softplus; vanilla VMamba-T's stage 3 shape about -12% (two runs chained). Inline
     PTX does not run in the interpreter, which keeps Triton's reductions."""
-    return LANE_PTX and not INTERPRET and dstate > 1 and (block_d, block_l, warps) == (8, 16, 1)
+    return LANE_PTX and not INTERPRET and 1 < dstate <= 16 and (block_d, block_l, warps) == (8, 16, 1)
 
 
 def _lane_ptx_layout_ok(compiled) -> bool:
