@@ -55,7 +55,7 @@ _FAST_MATH = tl.constexpr(not INTERPRET and torch.version.hip is None)
 # Memory for the backward's per-program dB / dC rows (see partial_batch); VMamba-T stage 1 at batch 128 needs
 # 616 MB, larger shapes take the batch in several launches.
 PARTIAL_BYTES = 2 ** 30
-PARTIAL_MIN_PROGRAMS = 16
+PARTIAL_MIN_PROGRAMS = 8
 # Programs the N > 1 backward (and long forward) keep in flight where narrower programs can (launch_config).
 MIN_PROGRAMS = 6144
 # N >= STEPS_MIN_STATES sequences run the token-by-token forward, those of STEPS_LONG_LENGTH tokens or more only with
@@ -754,7 +754,7 @@ def _selective_scan_bwd_kernel(
         if LANE_PTX:
             # Where each lane's one channel sum goes: lane (ch, g) holds dB (ch < 4) or dC (ch >= 4) at token
             # 4 g + ch % 4, as the [channel, token group] tile (ch, g).
-            ch = tl.arange(0, BLOCK_D)[:, None]
+            ch = tl.arange(0, 8)[:, None]
             rs_tok = c * BLOCK_L + 4 * tl.arange(0, BLOCK_L // 4)[None, :] + (ch % 4)
             rs_base = tl.where(ch < 4, dB_base, dC_base) + rs_tok
             rs_mask = rs_tok < L
@@ -806,6 +806,8 @@ def _selective_scan_bwd_kernel(
                 # Keep each thread's first slot (the four hold the same sum): one value per lane, stored in place.
                 sums, _rest = tl.split(tl.reshape(sums, [BLOCK_D, BLOCK_L // 4, 2, 2]))
                 sums, _rest = tl.split(sums)
+                if BLOCK_D > 8:  # one warp per 8 channels: the warps' sums added through shared memory
+                    sums = tl.sum(tl.reshape(sums, [BLOCK_D // 8, 8, BLOCK_L // 4]), axis=0)
                 _add_partial(rs_base + n * L, sums, rs_mask, ATOMIC)
             else:
                 _add_partial(dB_base + n * L + t, tl.sum(gg * dtu, axis=0), t_mask, ATOMIC)
@@ -934,19 +936,28 @@ def sum_parts(xs: Sequence[torch.Tensor], outs: Sequence[torch.Tensor], outer: i
         PARTS=min(16, next_pow2(parts)), BLOCK=block, num_warps=4)
 
 
-def lane_ptx(dstate: int, block_d: int, block_l: int, warps: int) -> bool:
-    """Whether the backward takes its cross-lane steps in inline PTX (N > 1 on 8-channel, 16-token one-warp tiles:
-    the short sequences of Vim and VMamba): the dB / dC channel sums as one reduce-scatter (``_reduce_scatter_8ch``)
-    instead of two butterfly reductions, the adjoint's flip in one shuffle per element (``_flip_16``).
+def lane_ptx(dstate: int, block_d: int, block_l: int, warps: int, dim_per_group: int) -> Optional[Tuple[int, int]]:
+    """(BLOCK_D, num_warps) of the backward's inline-PTX tiles in place of a ``launch_config`` tile, or None where
+    they do not apply: N = 2..16 on 16-token chunks of 8-channel one-warp tiles (the short sequences of Vim and
+    vanilla VMamba), where each warp keeps 8 channels and a program takes 4 or 2 warps where the group's channels
+    divide.
 
-    The butterflies took 24 of the state loop's 50 shuffles and a round trip through shared memory per state, and
-    shuffles and shared memory share the L1's data pipe, the kernel's busiest unit (68% of its peak; 64% of its
-    wavefronts were shuffles). H100, bf16, kernel ms (fifteenth session, benchmarks/selective_scan.md): Vim-T
-    0.812 -> 0.762 with the reduce-scatter, 0.707 with B / C rows padded to whole chunks as well (loaded unmasked
-    and vectorised, 8 of the 14 loads per state become 2; alone that was 0.813, and 3.1 -> 3.8 ms at Vim-T 1248 px),
-    0.691 with the flip and the fast softplus; vanilla VMamba-T's stage 3 shape about -12% (two runs chained). Inline
-    PTX does not run in the interpreter, which keeps Triton's reductions."""
-    return LANE_PTX and not INTERPRET and 1 < dstate <= 16 and (block_d, block_l, warps) == (8, 16, 1)
+    Inline PTX in place of Triton's cross-lane steps: the dB / dC channel sums as one reduce-scatter
+    (``_reduce_scatter_8ch``: 7 shuffles, not two butterfly reductions of 12 and a shared-memory round trip), the
+    states and the adjoint as 4-lane scans in token order (``_scan_4lanes``, ``_adjoint_scan_4lanes``: 4 shuffles
+    each, no flips of the adjoint, dt(t + 1) or dy, no C loaded at reversed positions); the B / C rows are padded to
+    whole chunks (loaded unmasked and vectorised). The state loop: 320 SASS and 50 shuffles before, 221 and 20 now.
+    Shuffles and shared memory share the L1's data pipe, which was the busiest unit (68% of its peak). Several warps
+    per program add their dB / dC sums through shared memory, so each (batch, group) has 4x fewer per-program rows
+    to write and sum. H100, bf16, ms (benchmarks/selective_scan.md): Vim-T's backward kernel 0.812 -> 0.691 with the
+    reduce-scatter, padded rows and fast softplus (fifteenth session), 0.647 with the scans, 0.565 with 4 warps (2:
+    0.558), all of the call's kernels 0.725 -> 0.607; vanilla VMamba-T's stage 2 / 3 / 4 shapes 7.77 / 4.40 / 2.48 ->
+    6.97 / 3.71 / 2.37 with 4 warps (2: 7.11 / 3.67 / 2.32; 8 warps slower everywhere). Inline PTX does not run in the
+    interpreter, which keeps Triton's reductions."""
+    if not (LANE_PTX and not INTERPRET and 1 < dstate <= 16 and (block_d, block_l, warps) == (8, 16, 1)):
+        return None
+    lane_warps = next(w for w in (4, 2, 1) if dim_per_group % (8 * w) == 0 or w == 1)
+    return 8 * lane_warps, lane_warps
 
 
 def _lane_ptx_layout_ok(compiled) -> bool:
@@ -958,10 +969,11 @@ def _lane_ptx_layout_ok(compiled) -> bool:
     if not ops:
         return False
     for result in ops:
-        op = re.fullmatch(r'tensor<8x16xf32, (#[\w.]+)>[^\n]*', result)
-        layout = op and re.search(re.escape(op.group(1)) + r' = #\w+\.blocked<\{([^}]*)\}>', ttgir)
+        op = re.fullmatch(r'tensor<(\d+)x16xf32, (#[\w.]+)>[^\n]*', result)
+        layout = op and re.search(re.escape(op.group(2)) + r' = #\w+\.blocked<\{([^}]*)\}>', ttgir)
+        warps = int(op.group(1)) // 8 if op else 0
         if not layout or not all(f in layout.group(1) for f in (
-                'sizePerThread = [1, 4]', 'threadsPerWarp = [8, 4]', 'warpsPerCTA = [1, 1]', 'order = [1, 0]')):
+                'sizePerThread = [1, 4]', 'threadsPerWarp = [8, 4]', f'warpsPerCTA = [{warps}, 1]', 'order = [1, 0]')):
             return False
     return True
 
@@ -1116,7 +1128,8 @@ def partial_batch(batch: int, groups: int, dstate: int, length: int, blocks_per_
     Many programs adding to the same addresses serialise: on Vim-T (48 programs per group) that was 42% of the
     backward's time, and 20-45% at VMamba-T's stages. Rows shared by a few programs each were slower still (more
     atomics in flight plus the zero fill), and with few programs per group (vanilla VMamba, 6) the single
-    atomic row is ~2% faster (H100 sweep, benchmarks/selective_scan.md). Rows that would exceed ``PARTIAL_BYTES``
+    atomic row is ~2% faster (H100 sweep, benchmarks/selective_scan.md); at 12 (Vim-T's 4-warp programs,
+    ``lane_ptx``) the rows are: 0.61 against 0.94 ms. Rows that would exceed ``PARTIAL_BYTES``
     split the batch over several launches; only where one sample's rows alone exceed it (or N = 0) the atomic row
     is used.
     """
@@ -1251,6 +1264,11 @@ def selective_scan_bwd(
     groups, dstate = B.shape[1], B.shape[2]
     dim_per_group = dim // groups
     block_d, block_l, warps = launch_config(dstate, length, dim_per_group, backward=True, rows=batch * dim)
+    lane_tile = lane_ptx(dstate, block_d, block_l, warps, dim_per_group) \
+        if C is not None and not return_hidden_states else None
+    lane_steps = lane_tile is not None
+    if lane_steps:
+        block_d, warps = lane_tile
     # Only passed when set: Triton's AMD backend has no maxnreg option.
     cap = backward_register_cap(dstate, length, block_d)
     register_cap = {'maxnreg': cap} if cap is not None else {}
@@ -1284,7 +1302,6 @@ def selective_scan_bwd(
     align = row_align(length, s_u[1], s_dt[1], s_z[1], s_do[1])
     A32 = A.float().contiguous()
     D, delta_bias = dense(D), dense(delta_bias)  # the kernels read them as rows
-    lane_steps = lane_ptx(dstate, block_d, block_l, warps) and C is not None and not return_hidden_states
     if lane_steps:
         # Rows padded to whole chunks (two small copies: 0.8 MB each at Vim-T) load without masks, vectorised.
         B, C = padded_rows(B, C, cdiv(length, block_l) * block_l)

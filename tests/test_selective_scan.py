@@ -326,10 +326,16 @@ def test_triton_model_size_tiles_on_gpu(dtype, monkeypatch):
         inputs = make_inputs(device='cuda', dtype=dtype, batch=2, dim=96, groups=2, dstate=16, length=length)
         check_against_oracle(inputs, *GPU_TOLERANCES[dtype], backend='triton', delta_softplus=True)
     # The short N = 16 backward takes its cross-lane steps in inline PTX (its layout check passed: the launcher
-    # accepted the compiled kernel), or, where the check fails, Triton's reductions and flip.
-    assert triton_backend.lane_ptx(16, 8, 16, 1)
-    launched = [entry[2] for key, entry in launcher.table.items() if ('LANE_PTX', True) in key[-1]]
-    assert launched and all(launched)
+    # accepted the compiled kernel), 8 channels per warp, as many warps as divide the group (2 of 48 channels, 4 of
+    # 64), or, where the check fails, Triton's reductions and flip.
+    assert triton_backend.lane_ptx(16, 8, 16, 1, 48) == (16, 2)
+    assert triton_backend.lane_ptx(16, 8, 16, 1, 64) == (32, 4)
+    assert triton_backend.lane_ptx(16, 8, 16, 1, 8) == (8, 1)
+    inputs = make_inputs(device='cuda', dtype=dtype, batch=2, dim=128, groups=2, dstate=16, length=197)
+    check_against_oracle(inputs, *GPU_TOLERANCES[dtype], backend='triton', delta_softplus=True)
+    launched = {dict(key[-1])['BLOCK_D']: entry[2] for key, entry in launcher.table.items()
+                if ('LANE_PTX', True) in key[-1]}
+    assert launched == {16: True, 32: True}
     monkeypatch.setattr(triton_backend, '_lane_ptx_layout_ok', lambda compiled: False)
     launcher.table.clear()
     inputs = make_inputs(device='cuda', dtype=dtype, batch=2, dim=96, groups=2, dstate=16, length=197)
@@ -411,14 +417,17 @@ def test_lane_ptx_layout_check_reads_the_compiled_layout():
     # layout Triton gave every inline-asm op from the TTGIR and refuses any other (or none).
     triton_backend = pytest.importorskip('kernels.triton_backend')
 
-    def compiled(size, threads):
+    def compiled(size, threads, channels=8, warps='[1, 1]'):
         ttgir = (f'#blocked2 = #ttg.blocked<{{sizePerThread = {size}, threadsPerWarp = {threads}, '
-                 'warpsPerCTA = [1, 1], order = [1, 0]}>\n'
+                 f'warpsPerCTA = {warps}, order = [1, 0]}}>\n'
                  '%s = tt.elementwise_inline_asm "mov.u32 ln, %laneid;" {pure = true} %a, %b : '
-                 'tensor<8x16xf32, #blocked2>, tensor<8x16xf32, #blocked2> -> tensor<8x16xf32, #blocked2>\n')
+                 f'tensor<{channels}x16xf32, #blocked2>, tensor<{channels}x16xf32, #blocked2> -> '
+                 f'tensor<{channels}x16xf32, #blocked2>\n')
         return type('Compiled', (), {'asm': {'ttgir': ttgir}})()
 
     assert triton_backend._lane_ptx_layout_ok(compiled('[1, 4]', '[8, 4]'))
+    assert triton_backend._lane_ptx_layout_ok(compiled('[1, 4]', '[8, 4]', 32, '[4, 1]'))  # a warp per 8 channels
+    assert not triton_backend._lane_ptx_layout_ok(compiled('[1, 4]', '[8, 4]', 32, '[2, 2]'))
     assert not triton_backend._lane_ptx_layout_ok(compiled('[1, 1]', '[2, 16]'))
     assert not triton_backend._lane_ptx_layout_ok(type('Compiled', (), {'asm': {'ttgir': ''}})())
 
