@@ -1283,9 +1283,9 @@ def selective_scan_bwd(
     dz = torch.empty(batch, dim, length, device=u.device, dtype=z.dtype) if z is not None else None
     dA = torch.empty(batch, dim, dstate, **f32)
     per_launch = partial_batch(batch, groups, dstate, length, blocks_per_group, C is not None)
-    if per_launch:  # sums of the per-program rows, cast as they are stored
-        dB = torch.empty(batch, groups, dstate, length, device=u.device, dtype=B.dtype)
-        dC = torch.empty(batch, groups, dstate, length, device=u.device, dtype=C.dtype) if C is not None else None
+    if per_launch:  # sums of the per-program rows, cast as they are stored (allocated after the first launch: the
+        # host's work before it is on the call's critical path)
+        dB = dC = None
     else:  # float32 rows the programs add to
         dB = torch.zeros(batch, groups, dstate, length, **f32)
         dC = torch.zeros(batch, groups, dstate, length, **f32) if C is not None else None
@@ -1343,6 +1343,10 @@ def selective_scan_bwd(
                      'assumes)', warn=True)
             _selective_scan_bwd_launch.launch(grid, args, dict(meta, LANE_PTX=False))
         if per_launch:
+            if dB is None:
+                dB = torch.empty(batch, groups, dstate, length, device=u.device, dtype=B.dtype)
+                dC = torch.empty(batch, groups, dstate, length, device=u.device, dtype=C.dtype) \
+                    if C is not None else None
             sum_parts([r for r in rows if r is not None], [_sliced(x, part) for x in (dB, dC) if x is not None],
                       n * groups, blocks_per_group)
     if not per_launch:

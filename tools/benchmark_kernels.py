@@ -8,10 +8,12 @@ move (inputs read once, outputs written once) divided by the copy bandwidth meas
     python tools/benchmark_kernels.py --out benchmarks/selective_scan_h100.md
 """
 import argparse
+import functools
 import platform
 import statistics
+import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -39,35 +41,58 @@ SHAPES = [
 ]
 
 
-# GPU cycles of idling queued ahead of each timing (~0.1 ms on an H100).
-HOST_COVER_CYCLES = 200_000
+# The GPU idles at least this long ahead of each timing, and at least twice the host's time per call (time_cuda).
+HOST_COVER_MS = 0.1
 
 
-def time_cuda(fn: Callable[[], object], warmup: int = 3, reps: int = 15) -> float:
-    """Median milliseconds of ``fn`` over ``reps`` CUDA-event timings.
+@functools.lru_cache(maxsize=None)
+def _sleep_cycles_per_ms() -> float:
+    """torch.cuda._sleep's cycles per millisecond on this GPU, measured."""
+    cycles = 10_000_000
+    torch.cuda._sleep(cycles)  # the clocks up
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    torch.cuda._sleep(cycles)
+    end.record()
+    torch.cuda.synchronize()
+    return cycles / start.elapsed_time(end)
 
-    Each timing starts behind a short GPU sleep, so the host's launch work for ``fn`` (Python, allocations: tens of
-    microseconds, more on a busy host) overlaps it and the events time the kernels, as they run inside a model
-    where the GPU is already busy; without it the ~0.2 ms kernels read up to 20% slower on a slow host."""
+
+def time_cuda(fn: Callable[[], object], warmup: int = 3, reps: int = 15) -> Tuple[float, float]:
+    """(median milliseconds of the GPU work of ``fn`` over ``reps`` CUDA-event timings, median host milliseconds per
+    call over three calls after the warmup).
+
+    Each timing starts behind a GPU sleep longer than the host's work for ``fn`` (Python, allocations, launches), so
+    that work overlaps it and the events time the kernels, as they run inside a model where the GPU is already busy.
+    A fixed 0.1 ms sleep stopped covering the Triton backward's ~0.16 ms of host work before its main kernel on the
+    H100 host, and its time then read 0.62-0.75 ms from one process to the next (sixteenth session)."""
     for _ in range(warmup):
         fn()
+    host = []
+    for _ in range(3):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        host.append((time.perf_counter() - t0) * 1e3)
+    host_ms = statistics.median(host)
+    cover = int(max(HOST_COVER_MS, 2 * host_ms) * _sleep_cycles_per_ms())
     times = []
     for _ in range(reps):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda._sleep(HOST_COVER_CYCLES)
+        torch.cuda._sleep(cover)
         start.record()
         fn()
         end.record()
         torch.cuda.synchronize()
         times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    return statistics.median(times), host_ms
 
 
 def copy_bandwidth() -> float:
     """Device-to-device copy bandwidth in bytes/s, counting bytes read plus bytes written."""
     x = torch.empty(1 << 30, dtype=torch.uint8, device='cuda')
     y = torch.empty_like(x)
-    ms = time_cuda(lambda: y.copy_(x), reps=20)
+    ms, _ = time_cuda(lambda: y.copy_(x), reps=20)
     return 2 * x.numel() / (ms * 1e-3)
 
 
@@ -140,8 +165,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     bandwidth = copy_bandwidth()
     shapes = [s for s in SHAPES if not args.shapes or any(k in s.name for k in args.shapes.split(','))]
     header = ('| shape | B, KD, L, N | backend | fwd ms | bwd ms | fwd+bwd ms | fwd % floor | bwd % floor | '
-              'fwd+bwd speed-up vs official |')
-    rows = [header, '|---' * 9 + '|']
+              'fwd+bwd speed-up vs official | host ms per call, fwd / bwd |')
+    rows = [header, '|---' * 10 + '|']
     for s in shapes:
         inputs = make_inputs(s, dtype)
         floors = {k: v / bandwidth * 1e3 for k, v in floor_bytes(s, elt).items()}
@@ -159,12 +184,13 @@ def main(argv: Optional[List[str]] = None) -> None:
         for name, r in results.items():
             dims = f'{s.batch}, {s.dim}, {s.length}, {s.dstate}'
             if r is None:
-                rows.append(f'| {s.name} | {dims} | {name} | OOM | | | | | |')
+                rows.append(f'| {s.name} | {dims} | {name} | OOM | | | | | | |')
                 continue
-            f, b = r
-            speedup = f'{(base[0] + base[1]) / (f + b):.2f}x' if base else ''
+            (f, host_f), (b, host_b) = r
+            speedup = f'{(base[0][0] + base[1][0]) / (f + b):.2f}x' if base else ''
             rows.append(f'| {s.name} | {dims} | {name} | {f:.3f} | {b:.3f} | {f + b:.3f} | '
-                        f'{100 * floors["fwd"] / f:.0f}% | {100 * floors["bwd"] / b:.0f}% | {speedup} |')
+                        f'{100 * floors["fwd"] / f:.0f}% | {100 * floors["bwd"] / b:.0f}% | {speedup} | '
+                        f'{host_f:.3f} / {host_b:.3f} |')
         del inputs
         torch.cuda.empty_cache()
     lines = [
@@ -173,8 +199,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         f'Inputs and outputs {args.dtype}, float32 accumulation, delta_softplus with bias, D skip; '
         f'measured copy bandwidth {bandwidth / 1e12:.2f} TB/s (read + write).',
         'Floor = bytes that must move (inputs once, outputs once) / measured copy bandwidth. '
-        'Times are medians of CUDA-event timings, each behind a short GPU sleep that covers the host\'s launch '
-        'work; bwd is the backward call alone.',
+        'Times are medians of CUDA-event timings of the GPU work, each behind a GPU sleep of at least twice the '
+        'host\'s time per call (the last column), so the host\'s launch work overlaps it as in a model where the GPU '
+        'is busy; bwd is the backward call alone.',
         '', *rows,
     ]
     text = '\n'.join(lines)
