@@ -849,31 +849,39 @@ _selective_scan_bwd_launch = CachedLauncher(_selective_scan_bwd_kernel)
 
 
 @triton.jit
-def _sum_parts(x_ptr, out_ptr, o, parts, inner, PARTS: tl.constexpr, BLOCK: tl.constexpr):
-    """out[o, i] = sum over p of x[o, p, i] for this program's BLOCK positions i, in float32, stored in out's dtype."""
+def _sum_parts(x_ptr, out_ptr, outer, parts, inner, PARTS: tl.constexpr, BLOCK: tl.constexpr):
+    """out[o, i] = sum over p of x[o, p, i] for this program's o and BLOCK positions i, in float32, stored in out's
+    dtype; nothing where this program lies past the tensor."""
+    o = tl.program_id(1).to(tl.int64)
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    p = tl.arange(0, PARTS)
-    rows = x_ptr + (o * parts + p[:, None]) * inner + i[None, :]
-    acc = tl.zeros([PARTS, BLOCK], tl.float32)
-    # [PARTS, BLOCK] tiles summed elementwise, reduced over the parts once: many loads in flight per thread.
-    for p0 in range(0, parts, PARTS):
-        acc += tl.load(rows + p0 * inner, mask=(p0 + p < parts)[:, None] & (i < inner)[None, :], other=0.0)
-    tl.store(out_ptr + o * inner + i, tl.sum(acc, axis=0).to(out_ptr.dtype.element_ty), mask=i < inner)
+    if (o < outer) & (tl.program_id(0) * BLOCK < inner):
+        p = tl.arange(0, PARTS)
+        rows = x_ptr + (o * parts + p[:, None]) * inner + i[None, :]
+        acc = tl.zeros([PARTS, BLOCK], tl.float32)
+        # [PARTS, BLOCK] tiles summed elementwise, reduced over the parts once: many loads in flight per thread.
+        for p0 in range(0, parts, PARTS):
+            acc += tl.load(rows + p0 * inner, mask=(p0 + p < parts)[:, None] & (i < inner)[None, :], other=0.0)
+        tl.store(out_ptr + o * inner + i, tl.sum(acc, axis=0).to(out_ptr.dtype.element_ty), mask=i < inner)
 
 
 @triton.jit
-def _sum_parts_kernel(x0_ptr, x1_ptr, x2_ptr, out0_ptr, out1_ptr, out2_ptr, parts, inner0, inner1, inner2,
-                      PARTS: tl.constexpr, BLOCK: tl.constexpr):
-    """Up to three sums over the middle axis of float32 (outer, parts, inner) tensors, tensor k on grid axis 2: the
-    backward's per-program dB / dC rows, and its per-sample dA / dD / delta-bias gradients."""
-    o = tl.program_id(1).to(tl.int64)
+def _sum_parts_kernel(x0_ptr, x1_ptr, x2_ptr, x3_ptr, x4_ptr, out0_ptr, out1_ptr, out2_ptr, out3_ptr, out4_ptr,
+                      outer0, outer1, outer2, outer3, outer4, parts0, parts1, parts2, parts3, parts4,
+                      inner0, inner1, inner2, inner3, inner4, PARTS: tl.constexpr, BLOCK: tl.constexpr):
+    """Up to five sums over the middle axis of float32 (outer, parts, inner) tensors, tensor k on grid axis 2: the
+    backward's per-program dB / dC rows and its per-sample dA / dD / delta-bias gradients in one launch (the small
+    sums' few programs run beside the rows' many)."""
     k = tl.program_id(2)
     if k == 0:
-        _sum_parts(x0_ptr, out0_ptr, o, parts, inner0, PARTS, BLOCK)
+        _sum_parts(x0_ptr, out0_ptr, outer0, parts0, inner0, PARTS, BLOCK)
     elif k == 1:
-        _sum_parts(x1_ptr, out1_ptr, o, parts, inner1, PARTS, BLOCK)
+        _sum_parts(x1_ptr, out1_ptr, outer1, parts1, inner1, PARTS, BLOCK)
+    elif k == 2:
+        _sum_parts(x2_ptr, out2_ptr, outer2, parts2, inner2, PARTS, BLOCK)
+    elif k == 3:
+        _sum_parts(x3_ptr, out3_ptr, outer3, parts3, inner3, PARTS, BLOCK)
     else:
-        _sum_parts(x2_ptr, out2_ptr, o, parts, inner2, PARTS, BLOCK)
+        _sum_parts(x4_ptr, out4_ptr, outer4, parts4, inner4, PARTS, BLOCK)
 
 
 _sum_parts_launch = CachedLauncher(_sum_parts_kernel)
@@ -913,27 +921,29 @@ def padded_rows(B: torch.Tensor, C: torch.Tensor, length: int) -> Tuple[torch.Te
     return B_out, C_out
 
 
-def sum_parts(xs: Sequence[torch.Tensor], outs: Sequence[torch.Tensor], outer: int, parts: int) -> None:
-    """outs[k] = xs[k].view(outer, parts, -1).sum(1) for up to three contiguous pairs (xs float32, outs of any float
-    dtype with outer * inner elements), in one launch. The backward's gradient sums and casts took torch a reduction
-    and a cast each: at Vim-T 87 us of reductions and 8 launches per call."""
-    if not 1 <= len(xs) == len(outs) <= 3:
-        raise ValueError(f'sum_parts: takes 1 to 3 (x, out) pairs, got {len(xs)} and {len(outs)}')
+def sum_parts(jobs: Sequence[Tuple[torch.Tensor, torch.Tensor, int, int]]) -> None:
+    """For up to five jobs (x, out, outer, parts), x contiguous float32 of outer x parts x inner elements and out
+    contiguous of outer x inner, of any float dtype: out = x.view(outer, parts, -1).sum(1), in one launch. The
+    backward's gradient sums and casts took torch a reduction and a cast each: at Vim-T 87 us of reductions and 8
+    launches per call."""
+    if not 1 <= len(jobs) <= 5:
+        raise ValueError(f'sum_parts: takes 1 to 5 (x, out, outer, parts) jobs, got {len(jobs)}')
     inner = []
-    for x, out in zip(xs, outs):
-        if not (x.is_contiguous() and out.is_contiguous() and x.dtype == torch.float32
-                and x.numel() == out.numel() * parts and out.numel() % max(outer, 1) == 0):
+    for x, out, outer, parts in jobs:
+        if not (x.is_contiguous() and out.is_contiguous() and x.dtype == torch.float32 and outer > 0
+                and x.numel() == out.numel() * parts and out.numel() % outer == 0):
             raise ValueError(f'sum_parts: expected contiguous float32 x of outer x parts x inner = {outer} x {parts} '
                              f'x inner and contiguous out of outer x inner, got {tuple(x.shape)} {x.dtype} and '
                              f'{tuple(out.shape)}')
-        inner.append(out.numel() // max(outer, 1))
-    if outer == 0 or max(inner) == 0:
+        inner.append(out.numel() // outer)
+    if max(inner) == 0:
         return
     block = min(256, next_pow2(max(inner)))
-    padded = list(zip(xs, outs, inner)) + [(xs[0], outs[0], 0)] * (3 - len(xs))
-    _sum_parts_launch[(cdiv(max(inner), block), outer, len(xs))](
-        *(x for x, _, _ in padded), *(o for _, o, _ in padded), parts, *(n for _, _, n in padded),
-        PARTS=min(16, next_pow2(parts)), BLOCK=block, num_warps=4)
+    padded = [(x, out, outer, parts, n) for (x, out, outer, parts), n in zip(jobs, inner)]
+    padded += [(jobs[0][0], jobs[0][1], 0, 0, 0)] * (5 - len(jobs))
+    _sum_parts_launch[(cdiv(max(inner), block), max(job[2] for job in jobs), len(jobs))](
+        *(job[0] for job in padded), *(job[1] for job in padded), *(job[2] for job in padded),
+        *(job[3] for job in padded), *(job[4] for job in padded), PARTS=16, BLOCK=block, num_warps=4)
 
 
 def lane_ptx(dstate: int, block_d: int, block_l: int, warps: int, dim_per_group: int) -> Optional[Tuple[int, int]]:
@@ -1347,15 +1357,18 @@ def selective_scan_bwd(
                 dB = torch.empty(batch, groups, dstate, length, device=u.device, dtype=B.dtype)
                 dC = torch.empty(batch, groups, dstate, length, device=u.device, dtype=C.dtype) \
                     if C is not None else None
-            sum_parts([r for r in rows if r is not None], [_sliced(x, part) for x in (dB, dC) if x is not None],
-                      n * groups, blocks_per_group)
+            jobs = [(r, _sliced(x, part), n * groups, blocks_per_group) for r, x in zip(rows, (dB, dC))
+                    if r is not None]
+            if part.stop < batch:
+                sum_parts(jobs)
     if not per_launch:
         dB, dC = dB.to(B.dtype), dC.to(C.dtype) if dC is not None else None
-    # The per-sample dA / dD / delta-bias gradients summed over the batch.
+        jobs = []
+    # The per-sample dA / dD / delta-bias gradients summed over the batch, in the last rows' launch.
     params = [(dA, torch.empty(dim, dstate, device=u.device, dtype=A.dtype))]
     params += [(x, torch.empty(dim, device=u.device, dtype=p.dtype)) for x, p in ((dD, D), (dbias, delta_bias))
                if p is not None]
-    sum_parts([x for x, _ in params], [out for _, out in params], 1, batch)
+    sum_parts(jobs + [(x, out, 1, batch) for x, out in params])
     sums = iter(out for _, out in params)
     dA = next(sums)
     return (du, ddelta, dA, dB, dC, next(sums) if D is not None else None, dz,

@@ -433,21 +433,22 @@ def test_lane_ptx_layout_check_reads_the_compiled_layout():
 
 
 @pytest.mark.skipif(TRITON_DEVICE is None, reason='needs CUDA or the Triton interpreter')
-@pytest.mark.parametrize('outer, parts, inners, dtype', [(6, 48, (3152, 3152), torch.bfloat16),
-                                                         (1, 5, (37, 1, 16), torch.float32)])
-def test_sum_parts_sums_the_middle_axis_and_casts(outer, parts, inners, dtype):
-    # The backward's finishing sums: per-program dB / dC rows (48 programs of a group) and per-sample parameter
-    # gradients, several tensors in one launch, parts not a multiple of the kernel's 16-part tiles.
+def test_sum_parts_sums_the_middle_axis_and_casts():
+    # The backward's finishing sums in one launch: per-program dB / dC rows (12 programs of a group, bf16 out) beside
+    # per-sample parameter gradients (float32 out), parts not a multiple of the kernel's 16-part tiles.
     from kernels import triton_backend
     gen = torch.Generator().manual_seed(0)
-    xs = [torch.randn(outer, parts, n, generator=gen).to(TRITON_DEVICE) for n in inners]
-    outs = [torch.full((outer, n), float('nan'), dtype=dtype, device=TRITON_DEVICE) for n in inners]
-    triton_backend.sum_parts(xs, outs, outer, parts)
-    for x, out in zip(xs, outs):
-        assert out.dtype == dtype
-        assert_close(out, x.double().sum(1).to(dtype), 1e-2 if dtype == torch.bfloat16 else 1e-6, 1e-6, 'sum')
+    shapes = [(6, 12, 600, torch.bfloat16), (6, 12, 600, torch.bfloat16), (1, 37, 300, torch.float32),
+              (1, 37, 1, torch.float32), (1, 37, 16, torch.float32)]
+    jobs = [(torch.randn(outer, parts, inner, generator=gen).to(TRITON_DEVICE),
+             torch.full((outer, inner), float('nan'), dtype=dtype, device=TRITON_DEVICE), outer, parts)
+            for outer, parts, inner, dtype in shapes]
+    triton_backend.sum_parts(jobs)
+    for x, out, _, _ in jobs:
+        assert_close(out, x.double().sum(1).to(out.dtype), 1e-2 if out.dtype == torch.bfloat16 else 1e-6, 1e-6,
+                     'sum')
     with pytest.raises(ValueError, match='contiguous float32 x'):
-        triton_backend.sum_parts([xs[0].double()], [outs[0]], outer, parts)
+        triton_backend.sum_parts([(jobs[0][0].double(),) + jobs[0][1:]])
 
 
 @pytest.mark.skipif(TRITON_DEVICE is None, reason='needs CUDA or the Triton interpreter')
