@@ -849,39 +849,39 @@ _selective_scan_bwd_launch = CachedLauncher(_selective_scan_bwd_kernel)
 
 
 @triton.jit
-def _sum_parts(x_ptr, out_ptr, outer, parts, inner, PARTS: tl.constexpr, BLOCK: tl.constexpr):
-    """out[o, i] = sum over p of x[o, p, i] for this program's o and BLOCK positions i, in float32, stored in out's
-    dtype; nothing where this program lies past the tensor."""
-    o = tl.program_id(1).to(tl.int64)
-    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    if (o < outer) & (tl.program_id(0) * BLOCK < inner):
-        p = tl.arange(0, PARTS)
-        rows = x_ptr + (o * parts + p[:, None]) * inner + i[None, :]
-        acc = tl.zeros([PARTS, BLOCK], tl.float32)
-        # [PARTS, BLOCK] tiles summed elementwise, reduced over the parts once: many loads in flight per thread.
-        for p0 in range(0, parts, PARTS):
-            acc += tl.load(rows + p0 * inner, mask=(p0 + p < parts)[:, None] & (i < inner)[None, :], other=0.0)
-        tl.store(out_ptr + o * inner + i, tl.sum(acc, axis=0).to(out_ptr.dtype.element_ty), mask=i < inner)
+def _sum_parts(x_ptr, out_ptr, local, parts, inner, PARTS: tl.constexpr, BLOCK: tl.constexpr):
+    """out[o, i] = sum over p of x[o, p, i] for the o and BLOCK positions i of this job's program ``local``, in
+    float32, stored in out's dtype."""
+    blocks = tl.cdiv(inner, BLOCK)
+    o = (local // blocks).to(tl.int64)
+    i = (local % blocks) * BLOCK + tl.arange(0, BLOCK)
+    p = tl.arange(0, PARTS)
+    rows = x_ptr + (o * parts + p[:, None]) * inner + i[None, :]
+    acc = tl.zeros([PARTS, BLOCK], tl.float32)
+    # [PARTS, BLOCK] tiles summed elementwise, reduced over the parts once: many loads in flight per thread.
+    for p0 in range(0, parts, PARTS):
+        acc += tl.load(rows + p0 * inner, mask=(p0 + p < parts)[:, None] & (i < inner)[None, :], other=0.0)
+    tl.store(out_ptr + o * inner + i, tl.sum(acc, axis=0).to(out_ptr.dtype.element_ty), mask=i < inner)
 
 
 @triton.jit
 def _sum_parts_kernel(x0_ptr, x1_ptr, x2_ptr, x3_ptr, x4_ptr, out0_ptr, out1_ptr, out2_ptr, out3_ptr, out4_ptr,
-                      outer0, outer1, outer2, outer3, outer4, parts0, parts1, parts2, parts3, parts4,
+                      start1, start2, start3, start4, parts0, parts1, parts2, parts3, parts4,
                       inner0, inner1, inner2, inner3, inner4, PARTS: tl.constexpr, BLOCK: tl.constexpr):
-    """Up to five sums over the middle axis of float32 (outer, parts, inner) tensors, tensor k on grid axis 2: the
-    backward's per-program dB / dC rows and its per-sample dA / dD / delta-bias gradients in one launch (the small
-    sums' few programs run beside the rows' many)."""
-    k = tl.program_id(2)
-    if k == 0:
-        _sum_parts(x0_ptr, out0_ptr, outer0, parts0, inner0, PARTS, BLOCK)
-    elif k == 1:
-        _sum_parts(x1_ptr, out1_ptr, outer1, parts1, inner1, PARTS, BLOCK)
-    elif k == 2:
-        _sum_parts(x2_ptr, out2_ptr, outer2, parts2, inner2, PARTS, BLOCK)
-    elif k == 3:
-        _sum_parts(x3_ptr, out3_ptr, outer3, parts3, inner3, PARTS, BLOCK)
+    """Up to five sums over the middle axis of float32 (outer, parts, inner) tensors in one 1-D grid, job k's
+    programs from start_k on: the backward's per-program dB / dC rows and its per-sample dA / dD / delta-bias
+    gradients (the small sums' few programs run beside the rows' many)."""
+    pid = tl.program_id(0)
+    if pid < start1:
+        _sum_parts(x0_ptr, out0_ptr, pid, parts0, inner0, PARTS, BLOCK)
+    elif pid < start2:
+        _sum_parts(x1_ptr, out1_ptr, pid - start1, parts1, inner1, PARTS, BLOCK)
+    elif pid < start3:
+        _sum_parts(x2_ptr, out2_ptr, pid - start2, parts2, inner2, PARTS, BLOCK)
+    elif pid < start4:
+        _sum_parts(x3_ptr, out3_ptr, pid - start3, parts3, inner3, PARTS, BLOCK)
     else:
-        _sum_parts(x4_ptr, out4_ptr, outer4, parts4, inner4, PARTS, BLOCK)
+        _sum_parts(x4_ptr, out4_ptr, pid - start4, parts4, inner4, PARTS, BLOCK)
 
 
 _sum_parts_launch = CachedLauncher(_sum_parts_kernel)
@@ -936,14 +936,18 @@ def sum_parts(jobs: Sequence[Tuple[torch.Tensor, torch.Tensor, int, int]]) -> No
                              f'x inner and contiguous out of outer x inner, got {tuple(x.shape)} {x.dtype} and '
                              f'{tuple(out.shape)}')
         inner.append(out.numel() // outer)
-    if max(inner) == 0:
-        return
     block = min(256, next_pow2(max(inner)))
-    padded = [(x, out, outer, parts, n) for (x, out, outer, parts), n in zip(jobs, inner)]
-    padded += [(jobs[0][0], jobs[0][1], 0, 0, 0)] * (5 - len(jobs))
-    _sum_parts_launch[(cdiv(max(inner), block), max(job[2] for job in jobs), len(jobs))](
-        *(job[0] for job in padded), *(job[1] for job in padded), *(job[2] for job in padded),
-        *(job[3] for job in padded), *(job[4] for job in padded), PARTS=16, BLOCK=block, num_warps=4)
+    starts = [0]
+    for (_, _, outer, _), n in zip(jobs, inner):
+        starts.append(starts[-1] + outer * cdiv(n, block))
+    if starts[-1] == 0:
+        return
+    padded = [(x, out, parts, n) for (x, out, _, parts), n in zip(jobs, inner)]
+    padded += [(jobs[0][0], jobs[0][1], 0, 0)] * (5 - len(jobs))
+    starts += [starts[-1]] * (5 - len(jobs))
+    _sum_parts_launch[(starts[5],)](
+        *(job[0] for job in padded), *(job[1] for job in padded), *starts[1:5], *(job[2] for job in padded),
+        *(job[3] for job in padded), PARTS=16, BLOCK=block, num_warps=4)
 
 
 def lane_ptx(dstate: int, block_d: int, block_l: int, warps: int, dim_per_group: int) -> Optional[Tuple[int, int]]:
@@ -1364,11 +1368,12 @@ def selective_scan_bwd(
     if not per_launch:
         dB, dC = dB.to(B.dtype), dC.to(C.dtype) if dC is not None else None
         jobs = []
-    # The per-sample dA / dD / delta-bias gradients summed over the batch, in the last rows' launch.
+    # The per-sample dA / dD / delta-bias gradients summed over the batch, in the last rows' launch (their programs
+    # first: few, each a long loop over the batch, they then run beside the rows' many).
     params = [(dA, torch.empty(dim, dstate, device=u.device, dtype=A.dtype))]
     params += [(x, torch.empty(dim, device=u.device, dtype=p.dtype)) for x, p in ((dD, D), (dbias, delta_bias))
                if p is not None]
-    sum_parts(jobs + [(x, out, 1, batch) for x, out in params])
+    sum_parts([(x, out, 1, batch) for x, out in params] + jobs)
     sums = iter(out for _, out in params)
     dA = next(sums)
     return (du, ddelta, dA, dB, dC, next(sums) if D is not None else None, dz,
