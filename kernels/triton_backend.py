@@ -13,9 +13,10 @@ with few rows: each program holds its channels' N states and steps through the t
 n_chunks, N_PAD; the chunked forward's own chunks may be shorter and divide it) so the backward can walk those chunks
 in reverse, recompute each chunk's states from its start state, and run the adjoint scan
 ``g_t = v_t + a_{t+1} g_{t+1}`` with a carry. dA, dD and the delta-bias gradient are written as per-batch
-partials and summed by torch (deterministic); so are dB and dC where a group has many programs, else they are added
-atomically into one float32 row (``partial_batch``). On short N > 1 sequences a program's dB / dC channel sums are
-one inline-PTX reduce-scatter per state (``lane_ptx``).
+partials and summed afterwards (``sum_parts``, deterministic); so are dB and dC where a group has many programs, else
+they are added atomically into one float32 row (``partial_batch``). On short N > 1 sequences the backward's
+cross-lane steps (the state and adjoint scans, the dB / dC channel sums) are inline PTX, 8 channels per warp and up
+to 4 warps per program (``lane_ptx``).
 
 Padded positions (tail of the last chunk, channels past the group) are forced to the identity element
 (a=1, b=0) *after* bias and softplus (the failure mode of mamba_ssm issue #368).
@@ -67,8 +68,8 @@ STEPS_LONG_MIN_PROGRAMS = 1024
 STEPS_TILE_SHORT = 16
 STEPS_TILE_LONG = 8
 STEPS_UNROLL = 4
-# The N > 1 backward's cross-lane steps (dB / dC channel sums, the adjoint's flip) in inline PTX where its tiles
-# allow (lane_ptx).
+# The N > 1 backward's cross-lane steps (state and adjoint scans, dB / dC channel sums) in inline PTX where its
+# tiles allow (lane_ptx).
 LANE_PTX = True
 # N = 1 rows up to this length run the rows forward (``rows_forward``); longer ones scan 2-D chunks as fast.
 ROWS_MAX_LENGTH = 256
@@ -678,7 +679,7 @@ def _selective_scan_bwd_kernel(
     du_base = du_ptr + (b * dim + d[:, None]) * L
     ddt_base = ddelta_ptr + (b * dim + d[:, None]) * L
     dz_base = dz_ptr + (b * dim + d[:, None]) * L
-    # dB / dC sums over this program's channels go to a row of its own (plain stores, summed by torch) or, with
+    # dB / dC sums over this program's channels go to a row of its own (plain stores, summed by sum_parts) or, with
     # one slot, to the (batch, group) row shared by all programs of the group (atomic adds).
     slot = (pid % blocks_per_group) % slots
     dB_base = dB_ptr + ((b * groups + g) * slots + slot) * N * L
@@ -1136,7 +1137,7 @@ def backward_register_cap(dstate: int, length: int, block_d: int) -> Optional[in
 
 def partial_batch(batch: int, groups: int, dstate: int, length: int, blocks_per_group: int, has_c: bool) -> int:
     """How many batch elements one backward launch takes when its dB / dC sums go to a float32 row per program
-    (plain stores, summed by torch, deterministic); 0 where they are added atomically into one row per (batch,
+    (plain stores, summed by ``sum_parts``, deterministic); 0 where they are added atomically into one row per (batch,
     group) instead.
 
     Many programs adding to the same addresses serialise: on Vim-T (48 programs per group) that was 42% of the
@@ -1350,11 +1351,11 @@ def selective_scan_bwd(
             LANE_PTX=lane_steps, num_warps=warps, **register_cap,
         )
         if not _selective_scan_bwd_launch.launch(grid, args, meta, accept=_lane_ptx_layout_ok if lane_steps else None):
-            # This Triton laid the tiles out otherwise than the PTX assumes: Triton's own reductions and flip instead
+            # This Triton laid the tiles out otherwise than the PTX assumes: Triton's own scans and reductions instead
             # (the padded B / C rows stay, still loaded unmasked).
-            announce('selective_scan:lane_ptx', 'selective_scan: the Triton backward sums dB / dC with butterfly '
-                     f'reductions (Triton {triton.__version__} laid out its tiles otherwise than its inline PTX '
-                     'assumes)', warn=True)
+            announce('selective_scan:lane_ptx', 'selective_scan: the Triton backward takes its scans and dB / dC sums '
+                     f'through Triton\'s own (Triton {triton.__version__} laid out its tiles otherwise than its inline '
+                     'PTX assumes)', warn=True)
             _selective_scan_bwd_launch.launch(grid, args, dict(meta, LANE_PTX=False))
         if per_launch:
             if dB is None:
