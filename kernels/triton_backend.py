@@ -968,10 +968,11 @@ def lane_ptx(dstate: int, block_d: int, block_l: int, warps: int, dim_per_group:
     reduce-scatter, padded rows and fast softplus (fifteenth session), 0.647 with the scans, 0.565 with 4 warps (2:
     0.558), all of the call's kernels 0.725 -> 0.607; vanilla VMamba-T's stage 2 / 3 / 4 shapes 7.77 / 4.40 / 2.48 ->
     6.97 / 3.71 / 2.37 with 4 warps (2: 7.11 / 3.67 / 2.32; 8 warps slower everywhere). Inline PTX does not run in the
-    interpreter, which keeps Triton's reductions."""
-    if not (LANE_PTX and not INTERPRET and 1 < dstate <= 16 and (block_d, block_l, warps) == (8, 16, 1)):
+    interpreter or on ROCm (64-lane wavefronts, no PTX), which keep Triton's reductions."""
+    if not (LANE_PTX and not INTERPRET and torch.version.hip is None and 1 < dstate <= 16
+            and (block_d, block_l, warps) == (8, 16, 1)):
         return None
-    lane_warps = next(w for w in (4, 2, 1) if dim_per_group % (8 * w) == 0 or w == 1)
+    lane_warps = next((w for w in (4, 2) if dim_per_group % (8 * w) == 0), 1)
     return 8 * lane_warps, lane_warps
 
 
