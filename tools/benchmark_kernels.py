@@ -1,9 +1,10 @@
 """Benchmark the selective-scan backends on the vision shapes, against mamba_ssm's CUDA kernel.
 
-For each shape it times forward and backward separately (median of CUDA-event timings) for the Triton
-kernel, the vectorised PyTorch backend and, when ``selective_scan_cuda`` (mamba_ssm's kernel, built from
-its public source by ``tools/build_official_scan.py``) imports, the official CUDA kernel. The memory floor of each call is the bytes it must
-move (inputs read once, outputs written once) divided by the copy bandwidth measured in the same run.
+For each shape it times forward and backward separately (median of CUDA-event timings of the GPU work, and the
+host's time per call) for the Triton kernel, the vectorised PyTorch backend and, when ``selective_scan_cuda``
+(mamba_ssm's kernel, built from its public source by ``tools/build_official_scan.py``) imports, the official CUDA
+kernel. The memory floor of each call is the bytes it must move (inputs read once, outputs written once) divided by
+the copy bandwidth measured in the same run.
 
     python tools/benchmark_kernels.py --out benchmarks/selective_scan_h100.md
 """
