@@ -1372,11 +1372,9 @@ def selective_scan_bwd(
         jobs = []
     # The per-sample dA / dD / delta-bias gradients summed over the batch, in the last rows' launch (their programs
     # first: few, each a long loop over the batch, they then run beside the rows' many).
-    params = [(dA, torch.empty(dim, dstate, device=u.device, dtype=A.dtype))]
-    params += [(x, torch.empty(dim, device=u.device, dtype=p.dtype)) for x, p in ((dD, D), (dbias, delta_bias))
-               if p is not None]
-    sum_parts([(x, out, 1, batch) for x, out in params] + jobs)
-    sums = iter(out for _, out in params)
-    dA = next(sums)
-    return (du, ddelta, dA, dB, dC, next(sums) if D is not None else None, dz,
-            next(sums) if delta_bias is not None else None)
+    dA_sum = torch.empty(dim, dstate, device=u.device, dtype=A.dtype)
+    dD_sum = torch.empty(dim, device=u.device, dtype=D.dtype) if D is not None else None
+    dbias_sum = torch.empty(dim, device=u.device, dtype=delta_bias.dtype) if delta_bias is not None else None
+    sum_parts([(x, out, 1, batch) for x, out in ((dA, dA_sum), (dD, dD_sum), (dbias, dbias_sum)) if out is not None]
+              + jobs)
+    return du, ddelta, dA_sum, dB, dC, dD_sum, dz, dbias_sum
