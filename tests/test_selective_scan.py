@@ -327,7 +327,7 @@ def test_triton_model_size_tiles_on_gpu(dtype, monkeypatch):
         check_against_oracle(inputs, *GPU_TOLERANCES[dtype], backend='triton', delta_softplus=True)
     # The short N = 16 backward takes its cross-lane steps in inline PTX (its layout check passed: the launcher
     # accepted the compiled kernel), 8 channels per warp, as many warps as divide the group (2 of 48 channels, 4 of
-    # 64), or, where the check fails, Triton's reductions and flip.
+    # 64), or, where the check fails, Triton's own scans and reductions.
     assert triton_backend.lane_ptx(16, 8, 16, 1, 48) == (16, 2)
     assert triton_backend.lane_ptx(16, 8, 16, 1, 64) == (32, 4)
     assert triton_backend.lane_ptx(16, 8, 16, 1, 8) == (8, 1)
