@@ -8,8 +8,8 @@ loads each B/C row once for BLOCK_D channels and reduces dB/dC over those channe
 N = 1 sequences up to 256 tokens whose rows are contiguous run a forward over the flattened (rows x L) stream instead
 (``rows_forward``): 8 consecutive tokens per thread whatever L is, the decay zeroed at each row's start.
 N >= 8 sequences (Vim, vanilla VMamba, EfficientVMamba) run a token-by-token forward instead, unless they are long
-with few rows: each program holds its channels' N states and steps through the tokens, tile by tile
-(``steps_forward``). Every forward saves the state at the start of every ``state_chunk`` tokens (batch, D,
+with few rows: each program holds its channels' N states and steps through the tokens, tile by tile, loading the
+next tile while it computes one (``steps_forward``, ``steps_tile``). Every forward saves the state at the start of every ``state_chunk`` tokens (batch, D,
 n_chunks, N_PAD; the chunked forward's own chunks may be shorter and divide it) so the backward can walk those chunks
 in reverse, recompute each chunk's states from its start state, and run the adjoint scan
 ``g_t = v_t + a_{t+1} g_{t+1}`` with a carry. dA, dD and the delta-bias gradient are written as per-batch
@@ -67,7 +67,10 @@ STEPS_LONG_MIN_PROGRAMS = 1024
 # Token tiles of the token-by-token forward (``steps_tile``).
 STEPS_TILE_SHORT = 16
 STEPS_TILE_LONG = 8
-STEPS_UNROLL = 4
+# The token-by-token forward loads each state's B / C rows four tokens at a time in inline PTX (``_load_4_tokens``)
+# and runs under this register cap, where PTX runs (not the interpreter, not ROCm).
+STEPS_VECTOR_ROWS = True
+STEPS_MAX_REGISTERS = 168
 # The N > 1 backward's cross-lane steps (state and adjoint scans, dB / dC channel sums) in inline PTX where its
 # tiles allow (lane_ptx).
 LANE_PTX = True
@@ -221,31 +224,86 @@ _selective_scan_fwd_launch = CachedLauncher(_selective_scan_fwd_kernel)
 
 
 @triton.jit
-def _steps_tile(h, t0, jj, L, d_mask, n_mask, A2, bias, Dv, u_row, dt_row, z_row, o_row, B_col, C_col,
-                TILE: tl.constexpr, UNROLL: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                SOFTPLUS: tl.constexpr):
-    """TILE tokens from t0 of the token-by-token forward: u / delta / z as coalesced [BLOCK_D, TILE] tiles (the
-    softplus and the gate once per element), each token's channel vectors picked out of them, the output stored
-    once per tile. Returns the state after the tile (tokens past L are identity steps)."""
+def _load_4_tokens(ptr, VEC: tl.constexpr, L, mask, MASKED: tl.constexpr):
+    """Four consecutive tokens at ptr (one pointer per element), float32, zero past L tokens or where mask is off.
+    VEC: one 8-byte (16-byte for float32) load per element in inline PTX, from rows the caller zero-padded to whole
+    tiles and aligned (``vector_rows``), masked only where MASKED; else four masked loads."""
+    if VEC:
+        x0, x1, x2, x3 = _load_4_tokens_ptx(ptr)
+        if MASKED:
+            x0, x1, x2, x3 = (tl.where(mask, x0, 0.0), tl.where(mask, x1, 0.0), tl.where(mask, x2, 0.0),
+                              tl.where(mask, x3, 0.0))
+        return x0, x1, x2, x3
+    return (tl.load(ptr, mask=mask & (0 < L), other=0.0).to(tl.float32),
+            tl.load(ptr + 1, mask=mask & (1 < L), other=0.0).to(tl.float32),
+            tl.load(ptr + 2, mask=mask & (2 < L), other=0.0).to(tl.float32),
+            tl.load(ptr + 3, mask=mask & (3 < L), other=0.0).to(tl.float32))
+
+
+@triton.jit
+def _load_4_tokens_ptx(ptr):
+    """_load_4_tokens' vector load: the raw words in inline PTX (elementwise, so whatever layout Triton picks),
+    unpacked to float32 here."""
+    if ptr.dtype.element_ty == tl.float32:
+        w0, w1, w2, w3 = tl.inline_asm_elementwise(
+            'ld.global.nc.v4.b32 {$0, $1, $2, $3}, [$4];', '=r,=r,=r,=r,l', [ptr],
+            dtype=(tl.int32, tl.int32, tl.int32, tl.int32), is_pure=True, pack=1)
+        return (w0.to(tl.float32, bitcast=True), w1.to(tl.float32, bitcast=True), w2.to(tl.float32, bitcast=True),
+                w3.to(tl.float32, bitcast=True))
+    w0, w1 = tl.inline_asm_elementwise('ld.global.nc.v2.b32 {$0, $1}, [$2];', '=r,=r,l', [ptr],
+                                       dtype=(tl.int32, tl.int32), is_pure=True, pack=1)
+    if ptr.dtype.element_ty == tl.bfloat16:  # a bfloat16 is the high half of its float32
+        return ((w0 << 16).to(tl.float32, bitcast=True), (w0 & -65536).to(tl.float32, bitcast=True),
+                (w1 << 16).to(tl.float32, bitcast=True), (w1 & -65536).to(tl.float32, bitcast=True))
+    return (w0.to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32),
+            (w0 >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32),
+            w1.to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32),
+            (w1 >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32))
+
+
+@triton.jit
+def _step_token(h, k: tl.constexpr, jj, dt, dtu, y, A2, Bk, Ck):
+    """Token k (a constant: its pick out of the tile's registers folds to a select and a shuffle) of the tile: the
+    state update and the output's column k."""
+    pick = jj[None, :] == k
+    dt_k = tl.sum(tl.where(pick, dt, 0.0), axis=1)
+    dtu_k = tl.sum(tl.where(pick, dtu, 0.0), axis=1)
+    h = tl.exp2(dt_k[:, None] * A2) * h + dtu_k[:, None] * Bk[None, :]
+    y = tl.where(pick, tl.sum(h * Ck[None, :], axis=1)[:, None], y)
+    return h, y
+
+
+@triton.jit
+def _steps_tile(h, t0, jj, L, d_mask, n_mask, A2, bias, Dv, u_raw, dt_raw, z_row, o_row, B_col, C_col,
+                TILE: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                VEC_BC: tl.constexpr, MASK_N: tl.constexpr):
+    """TILE tokens from t0 of the token-by-token forward, from the tile's u / delta already loaded as [BLOCK_D,
+    TILE] tiles (the softplus and the gate once per element); each token's channel vectors are picked out of them,
+    its B / C rows come four tokens per load, the output is stored once per tile. Returns the state after the tile
+    (tokens past L are identity steps)."""
     t = t0 + jj
     m2 = d_mask[:, None] & (t < L)[None, :]
-    uu = tl.load(u_row[:, None] + t[None, :], mask=m2, other=0.0).to(tl.float32)
-    _, dt = _step_size(tl.load(dt_row[:, None] + t[None, :], mask=m2, other=0.0), m2, bias, HAS_BIAS, SOFTPLUS,
-                       _FAST_MATH)
+    if HAS_Z:  # loaded first: its latency hides behind the tokens
+        zz = tl.load(z_row[:, None] + t[None, :], mask=m2, other=0.0)
+    uu = u_raw.to(tl.float32)
+    _, dt = _step_size(dt_raw, m2, bias, HAS_BIAS, SOFTPLUS, _FAST_MATH)
     dtu = dt * uu
     y = tl.zeros([uu.shape[0], TILE], tl.float32)
-    for k in tl.range(0, TILE, loop_unroll_factor=UNROLL):
-        pick = jj[None, :] == k
-        dt_k = tl.sum(tl.where(pick, dt, 0.0), axis=1)
-        dtu_k = tl.sum(tl.where(pick, dtu, 0.0), axis=1)
-        tk = t0 + k
-        Bt = tl.load(B_col + tk, mask=n_mask & (tk < L), other=0.0).to(tl.float32)
-        Ct = tl.load(C_col + tk, mask=n_mask & (tk < L), other=0.0).to(tl.float32)
-        h = tl.exp2(dt_k[:, None] * A2) * h + dtu_k[:, None] * Bt[None, :]
-        y = tl.where(pick, tl.sum(h * Ct[None, :], axis=1)[:, None], y)
+    for g in tl.static_range(TILE // 4):
+        tg = t0 + 4 * g
+        B0, B1, B2, B3 = _load_4_tokens(B_col + tg, VEC_BC, L - tg, n_mask, MASK_N)
+        C0, C1, C2, C3 = _load_4_tokens(C_col + tg, VEC_BC, L - tg, n_mask, MASK_N)
+        h, y = _step_token(h, 4 * g, jj, dt, dtu, y, A2, B0, C0)
+        h, y = _step_token(h, 4 * g + 1, jj, dt, dtu, y, A2, B1, C1)
+        h, y = _step_token(h, 4 * g + 2, jj, dt, dtu, y, A2, B2, C2)
+        h, y = _step_token(h, 4 * g + 3, jj, dt, dtu, y, A2, B3, C3)
+    for k in tl.static_range(TILE // 4 * 4, TILE):  # tiles under 4 tokens (the interpreter's short sequences)
+        Bk = tl.load(B_col + t0 + k, mask=n_mask & (t0 + k < L), other=0.0).to(tl.float32)
+        Ck = tl.load(C_col + t0 + k, mask=n_mask & (t0 + k < L), other=0.0).to(tl.float32)
+        h, y = _step_token(h, k, jj, dt, dtu, y, A2, Bk, Ck)
     y += Dv[:, None] * uu
     if HAS_Z:
-        zz = tl.load(z_row[:, None] + t[None, :], mask=m2, other=0.0).to(tl.float32)
+        zz = zz.to(tl.float32)
         y = y * zz * tl.sigmoid(zz)
     tl.store(o_row[:, None] + t[None, :], y.to(o_row.dtype.element_ty), mask=m2)
     return h
@@ -259,12 +317,13 @@ def _selective_scan_fwd_steps_kernel(
         s_u_b, s_u_d, s_dt_b, s_dt_d, s_B_b, s_B_g, s_B_n, s_C_b, s_C_g, s_C_n, s_z_b, s_z_d,
         s_o_b, s_o_d,
         N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, TILE: tl.constexpr,
-        UNROLL: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-        SOFTPLUS: tl.constexpr, SAVE_STATES: tl.constexpr, A_FROM_LOG: tl.constexpr, STORE_LAST: tl.constexpr,
+        HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+        SAVE_STATES: tl.constexpr, A_FROM_LOG: tl.constexpr, STORE_LAST: tl.constexpr, VEC_BC: tl.constexpr,
 ):
     """The forward token by token: each program holds the [BLOCK_D, N] states of its channels and steps through
-    the sequence (no scan, no per-state loop) in TILE-token tiles (``_steps_tile``); it saves the states at every
-    BLOCK_L-token chunk start like the chunked forward, for the backward."""
+    the sequence (no scan, no per-state loop) in TILE-token tiles (``_steps_tile``), loading the next tile's u and
+    delta while it computes one; it saves the states at every BLOCK_L-token chunk start like the chunked forward,
+    for the backward."""
     pid = tl.program_id(0)
     b, g, d, d_mask = _program_channels(pid, blocks_per_group, dim_per_group, BLOCK_D)
     nn = tl.arange(0, N_PAD)
@@ -276,27 +335,31 @@ def _selective_scan_fwd_steps_kernel(
     # Padded states have A = 0 and B = 0: they stay at zero.
     A2 = _load_A(A_ptr + d[:, None] * N + nn[None, :], dn_mask, A_FROM_LOG) * 1.4426950408889634
 
-    u_row = u_ptr + b * s_u_b + d * s_u_d
-    dt_row = delta_ptr + b * s_dt_b + d * s_dt_d
+    u_tile = (u_ptr + b * s_u_b + d * s_u_d)[:, None] + jj[None, :]
+    dt_tile = (delta_ptr + b * s_dt_b + d * s_dt_d)[:, None] + jj[None, :]
     z_row = z_ptr + b * s_z_b + d * s_z_d
     o_row = out_ptr + b * s_o_b + d * s_o_d
-    B_col = B_ptr + b * s_B_b + g * s_B_g + nn * s_B_n
-    C_col = C_ptr + b * s_C_b + g * s_C_g + nn * s_C_n
+    # Padded states read row N - 1 (their B is masked to 0 below, or zero-padded by the caller).
+    B_col = B_ptr + b * s_B_b + g * s_B_g + tl.minimum(nn, N - 1) * s_B_n
+    C_col = C_ptr + b * s_C_b + g * s_C_g + tl.minimum(nn, N - 1) * s_C_n
     n_chunks = tl.cdiv(L, BLOCK_L)
     st_base = states_ptr + ((b * dim + d[:, None]) * n_chunks) * N_PAD + nn[None, :]
 
+    m2 = d_mask[:, None] & (jj < L)[None, :]
+    u_raw = tl.load(u_tile, mask=m2, other=0.0)
+    dt_raw = tl.load(dt_tile, mask=m2, other=0.0)
     h = tl.zeros([BLOCK_D, N_PAD], tl.float32)
-    for c in range(0, n_chunks):
-        if SAVE_STATES:
-            tl.store(st_base + c * N_PAD, h, mask=d_mask[:, None])
-        if TILE == BLOCK_L:
-            # One tile per chunk: a loop over a single tile compiled slower (Vim-T's call 0.37 -> 0.50 ms).
-            h = _steps_tile(h, c * BLOCK_L, jj, L, d_mask, n_mask, A2, bias, Dv, u_row, dt_row, z_row, o_row,
-                            B_col, C_col, TILE, UNROLL, HAS_Z, HAS_BIAS, SOFTPLUS)
-        else:
-            for t0 in range(c * BLOCK_L, tl.minimum(c * BLOCK_L + BLOCK_L, L), TILE):
-                h = _steps_tile(h, t0, jj, L, d_mask, n_mask, A2, bias, Dv, u_row, dt_row, z_row, o_row,
-                                B_col, C_col, TILE, UNROLL, HAS_Z, HAS_BIAS, SOFTPLUS)
+    for i in range(0, tl.cdiv(L, TILE)):
+        t0 = i * TILE
+        if SAVE_STATES and i % (BLOCK_L // TILE) == 0:
+            tl.store(st_base + (i // (BLOCK_L // TILE)) * N_PAD, h, mask=d_mask[:, None])
+        # The next tile's loads go out before this tile's tokens (their latency was 40% of the kernel's time).
+        m_next = d_mask[:, None] & (t0 + TILE + jj < L)[None, :]
+        u_next = tl.load(u_tile + t0 + TILE, mask=m_next, other=0.0)
+        dt_next = tl.load(dt_tile + t0 + TILE, mask=m_next, other=0.0)
+        h = _steps_tile(h, t0, jj, L, d_mask, n_mask, A2, bias, Dv, u_raw, dt_raw, z_row, o_row, B_col, C_col,
+                        TILE, HAS_Z, HAS_BIAS, SOFTPLUS, VEC_BC, N < N_PAD)
+        u_raw, dt_raw = u_next, dt_next
     if STORE_LAST:
         tl.store(last_ptr + (b * dim + d[:, None]) * N + nn[None, :], h, mask=dn_mask)
 
@@ -922,6 +985,16 @@ def padded_rows(B: torch.Tensor, C: torch.Tensor, length: int) -> Tuple[torch.Te
     return B_out, C_out
 
 
+def vector_rows(B: torch.Tensor, C: torch.Tensor, length: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """B and C (batch, G, N, L) with rows of ``length`` tokens, zero past L, whose every row starts 16-byte aligned
+    and whose strides are multiples of 4 elements (four tokens load as one vector): themselves where they already
+    are, else ``padded_rows``."""
+    def ready(x: torch.Tensor) -> bool:
+        return (x.shape[-1] == length and x.stride(-1) == 1 and x.data_ptr() % 16 == 0
+                and all(st % 4 == 0 for st in x.stride()[:-1]))
+    return (B, C) if ready(B) and ready(C) else padded_rows(B, C, length)
+
+
 def sum_parts(jobs: Sequence[Tuple[torch.Tensor, torch.Tensor, int, int]]) -> None:
     """For up to five jobs (x, out, outer, parts), x contiguous float32 of outer x parts x inner elements and out
     contiguous of outer x inner, of any float dtype: out = x.view(outer, parts, -1).sum(1), in one launch. The
@@ -1080,9 +1153,16 @@ def steps_tile(chunk: int) -> int:
     Each tile's u / delta / z are loaded as coalesced [channels, tokens] tiles and each token's channel vectors are
     picked out of them in registers; loaded token by token instead, each load touched one 32-byte sector per channel
     row, and the kernel waited on L1. H100, bf16, ms against the per-token loads (fourteenth session,
-    benchmarks/selective_scan.md): Vim-T 0.33 -> 0.17-0.20, Vim-T's call 0.52-0.57 -> 0.32-0.37 (16-token tiles,
-    token loop unrolled 4x; unrolled 8 or 16 times, or 8-token tiles, slower), Vim-T at 1248 px 4.07 -> 2.73
-    (8-token tiles; 64: 29, 16: 3.97).
+    benchmarks/selective_scan.md): Vim-T 0.33 -> 0.17-0.20, Vim-T's call 0.52-0.57 -> 0.32-0.37 (16-token tiles;
+    8-token tiles slower), Vim-T at 1248 px 4.07 -> 2.73 (8-token tiles; 64: 29, 16: 3.97).
+
+    Seventeenth session (``_selective_scan_fwd_steps_kernel``): the token loop is unrolled in full, so each token's
+    pick out of the tile folds to a select and a shuffle; the next tile's u / delta load while a tile computes (ncu:
+    long-scoreboard stalls were the largest, and the kernel without those loads ran in 0.106 of 0.168 ms); B / C come
+    four tokens per load from padded rows (``vector_rows``), under a 168-register cap (without it 248 registers,
+    0.142 ms; 152: 0.150). H100, bf16, forward ms, old -> new: Vim-T 0.167 -> 0.140, at batch 32 0.058 -> 0.047;
+    vanilla VMamba-T stages 1-4 3.61 / 1.97 / 0.994 / 0.540 -> 2.41 / 1.33 / 0.855 / 0.500. Loading B / C eight
+    tokens at a time was slower (Vim-T 0.145 ms), as were 8-token tiles at L = 197 (0.161).
     """
     return chunk if chunk <= STEPS_TILE_SHORT else STEPS_TILE_LONG
 
@@ -1231,14 +1311,19 @@ def selective_scan_fwd(
     if steps:
         steps_block_d = min(16, next_pow2(dim_per_group))
         steps_blocks = cdiv(dim_per_group, steps_block_d)
+        tile = steps_tile(chunk)
+        vector = STEPS_VECTOR_ROWS and not INTERPRET and torch.version.hip is None
+        if vector:
+            B, C = vector_rows(B, C, cdiv(length, tile) * tile)
         _selective_scan_fwd_steps_launch[(groups * steps_blocks, batch)](
             u, delta, A32, B, *_or_dummy(u, C, D, z, delta_bias),
             out, *_or_dummy(out, last, states),
             length, dim, dim_per_group, steps_blocks,
             *_strides(u, 2), *_strides(delta, 2), *_strides(B, 3), *_strides(C, 3), *_strides(z, 2), *s_out[:2],
-            N=dstate, N_PAD=n_pad, BLOCK_D=steps_block_d, BLOCK_L=chunk, TILE=steps_tile(chunk),
-            UNROLL=STEPS_UNROLL, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-            SOFTPLUS=delta_softplus, SAVE_STATES=keep_states, A_FROM_LOG=a_is_log, STORE_LAST=need_last, num_warps=1,
+            N=dstate, N_PAD=n_pad, BLOCK_D=steps_block_d, BLOCK_L=chunk, TILE=tile,
+            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
+            SAVE_STATES=keep_states, A_FROM_LOG=a_is_log, STORE_LAST=need_last, VEC_BC=vector, num_warps=1,
+            **({'maxnreg': STEPS_MAX_REGISTERS} if vector else {}),
         )
         return out, last, states
     grid = (groups * blocks_per_group, batch)
@@ -1320,7 +1405,7 @@ def selective_scan_bwd(
     D, delta_bias = dense(D), dense(delta_bias)  # the kernels read them as rows
     if lane_steps:
         # Rows padded to whole chunks (two small copies: 0.8 MB each at Vim-T) load without masks, vectorised.
-        B, C = padded_rows(B, C, cdiv(length, block_l) * block_l)
+        B, C = vector_rows(B, C, cdiv(length, block_l) * block_l)
     step = per_launch or max(batch, 1)
     for start in range(0, batch, step):
         part = slice(start, min(batch, start + step))

@@ -462,3 +462,16 @@ def test_padded_rows_copies_strided_rows_with_zero_tails():
     assert B_pad.is_contiguous() and C_pad.is_contiguous()
     assert torch.equal(B_pad[..., :37], B) and torch.equal(C_pad[..., :37], C)
     assert not B_pad[..., 37:].any() and not C_pad[..., 37:].any()
+
+
+@pytest.mark.skipif(TRITON_DEVICE is None, reason='needs CUDA or the Triton interpreter')
+def test_vector_rows_copies_only_rows_that_cannot_load_as_vectors():
+    # The vector loads of B / C (4 tokens each) need whole, aligned rows: rows that are copy nothing.
+    from kernels import triton_backend
+    B, C = torch.randn(2, 3, 2, 4, 48).to(TRITON_DEVICE).unbind(1)[:2]
+    B_vec, C_vec = triton_backend.vector_rows(B, C, 48)
+    assert B_vec is B and C_vec is C
+    for B_other, length in ((B[..., :44], 48), (B[..., 1:45], 44), (B, 64)):  # short rows, unaligned start, longer
+        B_vec, C_vec = triton_backend.vector_rows(B_other, C[..., :B_other.shape[-1]], length)
+        assert B_vec.shape[-1] == C_vec.shape[-1] == length and B_vec.data_ptr() != B_other.data_ptr()
+        assert torch.equal(B_vec[..., :B_other.shape[-1]], B_other)
