@@ -21,6 +21,7 @@ to 4 warps per program (``lane_ptx``).
 Padded positions (tail of the last chunk, channels past the group) are forced to the identity element
 (a=1, b=0) *after* bias and softplus (the failure mode of mamba_ssm issue #368).
 """
+import functools
 import inspect
 import os
 import re
@@ -35,7 +36,7 @@ from ._dispatch import announce
 from ._launch import CachedLauncher
 from ._grid import cdiv, dense, next_pow2
 
-__all__ = ['state_chunk', 'launch_config', 'steps_forward', 'lane_ptx', 'backward_register_cap',
+__all__ = ['state_chunk', 'launch_config', 'steps_forward', 'steps_register_cap', 'lane_ptx', 'backward_register_cap',
            'selective_scan_fwd', 'selective_scan_bwd']
 
 # The kernels tune their loops with tl.range(loop_unroll_factor=, disable_licm=), which Triton 3.5 introduced: an
@@ -67,10 +68,12 @@ STEPS_LONG_MIN_PROGRAMS = 1024
 # Token tiles of the token-by-token forward (``steps_tile``).
 STEPS_TILE_SHORT = 16
 STEPS_TILE_LONG = 8
-# The token-by-token forward loads each state's B / C rows four tokens at a time in inline PTX (``_load_4_tokens``)
-# and runs under this register cap, where PTX runs (not the interpreter, not ROCm).
+# The token-by-token forward loads each state's B / C rows four tokens at a time in inline PTX (``_load_4_tokens``),
+# where PTX runs (not the interpreter, not ROCm), under a register cap where its programs outnumber what fits on the
+# GPU uncapped (``steps_register_cap``).
 STEPS_VECTOR_ROWS = True
 STEPS_MAX_REGISTERS = 168
+STEPS_UNCAPPED_PROGRAMS_PER_SM = 8
 # The N > 1 backward's cross-lane steps (state and adjoint scans, dB / dC channel sums) in inline PTX where its
 # tiles allow (lane_ptx).
 LANE_PTX = True
@@ -1159,12 +1162,26 @@ def steps_tile(chunk: int) -> int:
     Seventeenth session (``_selective_scan_fwd_steps_kernel``): the token loop is unrolled in full, so each token's
     pick out of the tile folds to a select and a shuffle; the next tile's u / delta load while a tile computes (ncu:
     long-scoreboard stalls were the largest, and the kernel without those loads ran in 0.106 of 0.168 ms); B / C come
-    four tokens per load from padded rows (``vector_rows``), under a 168-register cap (without it 248 registers,
-    0.142 ms; 152: 0.150). H100, bf16, forward ms, old -> new: Vim-T 0.167 -> 0.140, at batch 32 0.058 -> 0.047;
+    four tokens per load from padded rows (``vector_rows``), under a 168-register cap where the programs outnumber
+    one uncapped wave (``steps_register_cap``; uncapped 248 registers, 0.142 ms; 152: 0.150). H100, bf16, forward ms, old -> new: Vim-T 0.167 -> 0.140, at batch 32 0.058 -> 0.047;
     vanilla VMamba-T stages 1-4 3.61 / 1.97 / 0.994 / 0.540 -> 2.41 / 1.33 / 0.855 / 0.500. Loading B / C eight
     tokens at a time was slower (Vim-T 0.145 ms), as were 8-token tiles at L = 197 (0.161).
     """
     return chunk if chunk <= STEPS_TILE_SHORT else STEPS_TILE_LONG
+
+
+@functools.lru_cache(maxsize=None)
+def _multiprocessors(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def steps_register_cap(programs: int, device: torch.device) -> bool:
+    """Whether the token-by-token forward (PTX B / C loads) runs under ``STEPS_MAX_REGISTERS``: where its one-warp
+    programs outnumber ``STEPS_UNCAPPED_PROGRAMS_PER_SM`` per SM, the number that fits uncapped (248 registers).
+    H100, bf16, forward ms, capped / uncapped: Vim-T's shape at batch 16 (384 programs) 0.036 / 0.033, 32 (768) 0.047
+    / 0.043, 64 (1536) 0.074 / 0.091, 128 0.137 / 0.142; Vim-S's at batch 64 (3072) 0.138 / 0.144; vanilla VMamba-T's
+    stage 4 shape 0.505 / 0.560 (seventeenth session)."""
+    return programs > STEPS_UNCAPPED_PROGRAMS_PER_SM * _multiprocessors(device)
 
 
 def row_align(length: int, *row_strides: int) -> int:
@@ -1323,7 +1340,8 @@ def selective_scan_fwd(
             N=dstate, N_PAD=n_pad, BLOCK_D=steps_block_d, BLOCK_L=chunk, TILE=tile,
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
             SAVE_STATES=keep_states, A_FROM_LOG=a_is_log, STORE_LAST=need_last, VEC_BC=vector, num_warps=1,
-            **({'maxnreg': STEPS_MAX_REGISTERS} if vector else {}),
+            **({'maxnreg': STEPS_MAX_REGISTERS}
+               if vector and steps_register_cap(groups * steps_blocks * batch, u.device) else {}),
         )
         return out, last, states
     grid = (groups * blocks_per_group, batch)

@@ -365,6 +365,13 @@ def test_forward_chunks_tile_the_backward_chunks(monkeypatch):
             assert backward[1] == chunk and chunk % forward[1] == 0, (dstate, length, forward, backward)
 
 
+def test_steps_forward_caps_registers_where_programs_outnumber_an_uncapped_wave(monkeypatch):
+    from kernels import triton_backend
+    monkeypatch.setattr(triton_backend, '_multiprocessors', lambda device: 132)  # an H100
+    assert not triton_backend.steps_register_cap(768, torch.device('cuda', 0))  # Vim-T's call at batch 32
+    assert triton_backend.steps_register_cap(1536, torch.device('cuda', 0))  # at batch 64
+
+
 @pytest.mark.gpu
 def test_steps_forward_takes_n16_calls_unless_long_with_few_rows():
     """The forward kernel choice on the model shapes it was measured on (benchmarks/selective_scan.md)."""
