@@ -9,14 +9,14 @@ N = 1 sequences up to 256 tokens whose rows are contiguous run a forward over th
 (``rows_forward``): 8 consecutive tokens per thread whatever L is, the decay zeroed at each row's start.
 N >= 8 sequences (Vim, vanilla VMamba, EfficientVMamba) run a token-by-token forward instead, unless they are long
 with few rows: each program holds its channels' N states and steps through the tokens, tile by tile, loading the
-next tile while it computes one (``steps_forward``, ``steps_tile``). Every forward saves the state at the start of every ``state_chunk`` tokens (batch, D,
-n_chunks, N_PAD; the chunked forward's own chunks may be shorter and divide it) so the backward can walk those chunks
-in reverse, recompute each chunk's states from its start state, and run the adjoint scan
-``g_t = v_t + a_{t+1} g_{t+1}`` with a carry. dA, dD and the delta-bias gradient are written as per-batch
-partials and summed afterwards (``sum_parts``, deterministic); so are dB and dC where a group has many programs, else
-they are added atomically into one float32 row (``partial_batch``). On short N > 1 sequences the backward's
-cross-lane steps (the state and adjoint scans, the dB / dC channel sums) are inline PTX, 8 channels per warp and up
-to 4 warps per program (``lane_ptx``).
+next tile while it computes one (``steps_forward``, ``steps_tile``), its B / C rows four tokens per load on the GPU.
+Every forward saves the state at the start of every ``state_chunk`` tokens (batch, D, n_chunks, N_PAD; the chunked
+forward's own chunks may be shorter and divide it) so the backward can walk those chunks in reverse, recompute each
+chunk's states from its start state, and run the adjoint scan ``g_t = v_t + a_{t+1} g_{t+1}`` with a carry. dA, dD
+and the delta-bias gradient are written as per-batch partials and summed afterwards (``sum_parts``, deterministic);
+so are dB and dC where a group has many programs, else they are added atomically into one float32 row
+(``partial_batch``). On short N > 1 sequences the backward's cross-lane steps (the state and adjoint scans, the dB /
+dC channel sums) are inline PTX, 8 channels per warp and up to 4 warps per program (``lane_ptx``).
 
 Padded positions (tail of the last chunk, channels past the group) are forced to the identity element
 (a=1, b=0) *after* bias and softplus (the failure mode of mamba_ssm issue #368).
@@ -227,8 +227,9 @@ _selective_scan_fwd_launch = CachedLauncher(_selective_scan_fwd_kernel)
 
 
 @triton.jit
-def _load_4_tokens(ptr, VEC: tl.constexpr, L, mask, MASKED: tl.constexpr):
-    """Four consecutive tokens at ptr (one pointer per element), float32, zero past L tokens or where mask is off.
+def _load_4_tokens(ptr, VEC: tl.constexpr, left, mask, MASKED: tl.constexpr):
+    """Four consecutive tokens at ptr (one pointer per element), float32, zero past ``left`` tokens (the tokens left
+    in the sequence) or where mask is off.
     VEC: one 8-byte (16-byte for float32) load per element in inline PTX, from rows the caller zero-padded to whole
     tiles and aligned (``vector_rows``), masked only where MASKED; else four masked loads."""
     if VEC:
@@ -237,10 +238,10 @@ def _load_4_tokens(ptr, VEC: tl.constexpr, L, mask, MASKED: tl.constexpr):
             x0, x1, x2, x3 = (tl.where(mask, x0, 0.0), tl.where(mask, x1, 0.0), tl.where(mask, x2, 0.0),
                               tl.where(mask, x3, 0.0))
         return x0, x1, x2, x3
-    return (tl.load(ptr, mask=mask & (0 < L), other=0.0).to(tl.float32),
-            tl.load(ptr + 1, mask=mask & (1 < L), other=0.0).to(tl.float32),
-            tl.load(ptr + 2, mask=mask & (2 < L), other=0.0).to(tl.float32),
-            tl.load(ptr + 3, mask=mask & (3 < L), other=0.0).to(tl.float32))
+    return (tl.load(ptr, mask=mask & (0 < left), other=0.0).to(tl.float32),
+            tl.load(ptr + 1, mask=mask & (1 < left), other=0.0).to(tl.float32),
+            tl.load(ptr + 2, mask=mask & (2 < left), other=0.0).to(tl.float32),
+            tl.load(ptr + 3, mask=mask & (3 < left), other=0.0).to(tl.float32))
 
 
 @triton.jit
@@ -342,7 +343,7 @@ def _selective_scan_fwd_steps_kernel(
     dt_tile = (delta_ptr + b * s_dt_b + d * s_dt_d)[:, None] + jj[None, :]
     z_row = z_ptr + b * s_z_b + d * s_z_d
     o_row = out_ptr + b * s_o_b + d * s_o_d
-    # Padded states read row N - 1 (their B is masked to 0 below, or zero-padded by the caller).
+    # Padded states (N < N_PAD) point at row N - 1 and load zeros (masked in _load_4_tokens).
     B_col = B_ptr + b * s_B_b + g * s_B_g + tl.minimum(nn, N - 1) * s_B_n
     C_col = C_ptr + b * s_C_b + g * s_C_g + tl.minimum(nn, N - 1) * s_C_n
     n_chunks = tl.cdiv(L, BLOCK_L)
@@ -356,7 +357,8 @@ def _selective_scan_fwd_steps_kernel(
         t0 = i * TILE
         if SAVE_STATES and i % (BLOCK_L // TILE) == 0:
             tl.store(st_base + (i // (BLOCK_L // TILE)) * N_PAD, h, mask=d_mask[:, None])
-        # The next tile's loads go out before this tile's tokens (their latency was 40% of the kernel's time).
+        # The next tile's loads go out before this tile's tokens (without these loads at all the kernel took 0.106
+        # of 0.168 ms at Vim-T: their latency, exposed at each tile's start, was its largest cost).
         m_next = d_mask[:, None] & (t0 + TILE + jj < L)[None, :]
         u_next = tl.load(u_tile + t0 + TILE, mask=m_next, other=0.0)
         dt_next = tl.load(dt_tile + t0 + TILE, mask=m_next, other=0.0)
@@ -1161,11 +1163,12 @@ def steps_tile(chunk: int) -> int:
 
     Seventeenth session (``_selective_scan_fwd_steps_kernel``): the token loop is unrolled in full, so each token's
     pick out of the tile folds to a select and a shuffle; the next tile's u / delta load while a tile computes (ncu:
-    long-scoreboard stalls were the largest, and the kernel without those loads ran in 0.106 of 0.168 ms); B / C come
-    four tokens per load from padded rows (``vector_rows``), under a 168-register cap where the programs outnumber
-    one uncapped wave (``steps_register_cap``; uncapped 248 registers, 0.142 ms; 152: 0.150). H100, bf16, forward ms, old -> new: Vim-T 0.167 -> 0.140, at batch 32 0.058 -> 0.047;
-    vanilla VMamba-T stages 1-4 3.61 / 1.97 / 0.994 / 0.540 -> 2.41 / 1.33 / 0.855 / 0.500. Loading B / C eight
-    tokens at a time was slower (Vim-T 0.145 ms), as were 8-token tiles at L = 197 (0.161).
+    long-scoreboard stalls were the largest, and the kernel without those loads ran in 0.106 of 0.168 ms); B / C
+    come four tokens per load from padded rows (``vector_rows``), under a 168-register cap where the programs
+    outnumber one uncapped wave (``steps_register_cap``; uncapped 248 registers, 0.142 ms; 152: 0.150). H100, bf16,
+    forward ms, old -> new: Vim-T 0.167 -> 0.140, at batch 32 0.058 -> 0.043; vanilla VMamba-T stages 1-4 3.61 /
+    1.97 / 0.994 / 0.540 -> 2.41 / 1.33 / 0.855 / 0.500. Loading B / C eight tokens at a time was slower (Vim-T
+    0.145 ms), as were 8-token tiles at L = 197 (0.161).
     """
     return chunk if chunk <= STEPS_TILE_SHORT else STEPS_TILE_LONG
 
