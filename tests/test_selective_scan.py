@@ -254,6 +254,9 @@ GPU_CASES = {
                               dict(delta_softplus=True)),
     'vanilla_n16': (dict(batch=2, dim=32, groups=4, dstate=16, length=784, has_z=False), dict(delta_softplus=True)),
     'vim_gated_n16': (dict(batch=2, dim=48, groups=1, dstate=16, length=197), dict(delta_softplus=True)),
+    # N = 12 < N_PAD = 16: the token-by-token forward's padded states load zeros from clamped rows.
+    'padded_states_n12': (dict(batch=2, dim=32, groups=2, dstate=12, length=100), dict(delta_softplus=True,
+                                                                                         return_last_state=True)),
     'odd_everything': (dict(batch=3, dim=30, groups=3, dstate=5, length=1001), dict(delta_softplus=True,
                                                                                       return_last_state=True)),
     'hidden_states': (dict(batch=2, dim=16, groups=1, dstate=1, length=600, hidden_states=True),
