@@ -1182,8 +1182,8 @@ def steps_register_cap(programs: int, device: torch.device) -> bool:
     """Whether the token-by-token forward (PTX B / C loads) runs under ``STEPS_MAX_REGISTERS``: where its one-warp
     programs outnumber ``STEPS_UNCAPPED_PROGRAMS_PER_SM`` per SM, the number that fits uncapped (248 registers).
     H100, bf16, forward ms, capped / uncapped: Vim-T's shape at batch 16 (384 programs) 0.036 / 0.033, 32 (768) 0.047
-    / 0.043, 64 (1536) 0.074 / 0.091, 128 (3072) 0.140 / 0.148; Vim-S's at batch 64 (3072) 0.138 / 0.144; vanilla VMamba-T's
-    stage 4 shape 0.505 / 0.560 (seventeenth session)."""
+    / 0.043, 64 (1536) 0.074 / 0.091, 128 (3072) 0.140 / 0.148; Vim-S's at batch 64 (3072) 0.138 / 0.144;
+    vanilla VMamba-T's stage 4 shape 0.505 / 0.560 (seventeenth session)."""
     return programs > STEPS_UNCAPPED_PROGRAMS_PER_SM * _multiprocessors(device)
 
 
